@@ -1,0 +1,1 @@
+"""Training backends behind `qmd_ft.backend.Backend`: `cuda` (torch/TRL/PEFT), `mlx`."""

@@ -1,0 +1,64 @@
+"""The `qmd-ft` command line: one typer app assembled from one module per command group."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from qmd_ft import __version__
+from qmd_ft.cli import config_cmd, data_cmd, model_cmd, pending, score_cmd, train_cmd
+from qmd_ft.cli.common import State, err_console
+from qmd_ft.errors import UserError
+
+app = typer.Typer(
+    name="qmd-ft",
+    help="Train, evaluate, gate, export and publish QMD's query-expansion model.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"qmd-ft {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True)] = False,
+) -> None:
+    """qmd-ft: the QMD query-expansion model, from data to a published GGUF."""
+    State.debug = debug
+
+
+app.add_typer(config_cmd.app, name="config")
+app.add_typer(data_cmd.app, name="data")
+app.add_typer(pending.export_app, name="export")
+app.add_typer(pending.jobs_app, name="jobs")
+app.command("doctor")(pending.doctor)
+app.command("make-tiny-model")(model_cmd.make_tiny_model)
+app.command("score")(score_cmd.score)
+app.command("train")(train_cmd.train)
+app.command("merge")(pending.merge)
+app.command("eval")(pending.eval_)
+app.command("compare")(pending.compare)
+app.command("publish")(pending.publish)
+app.command("pipeline")(pending.pipeline)
+app.command("demo")(pending.demo)
+app.command("bench")(pending.bench)
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit 1 (traceback: --debug)."""
+    try:
+        app()
+    except UserError as e:
+        if State.debug:
+            raise
+        err_console.print(f"error: {e}", markup=False, soft_wrap=True)
+        sys.exit(1)

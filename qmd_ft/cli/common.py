@@ -1,0 +1,36 @@
+"""What every command shares: the consoles, the debug switch, and user-error exits."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+
+from qmd_ft.errors import UserError
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+class State:
+    """Process-wide CLI switches set by the top-level callback."""
+
+    debug: bool = False
+
+
+def print_json(obj: Any) -> None:
+    """Machine-readable output: plain JSON on stdout, nothing else there."""
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def plain(text: str) -> None:
+    """Print user data verbatim (no rich markup interpretation of brackets)."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def not_available(command: str, issue: int) -> None:
+    """Commands whose issue has not landed yet say so and exit 1."""
+    raise UserError(f"`qmd-ft {command}` is not available yet (issue #{issue})")

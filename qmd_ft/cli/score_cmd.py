@@ -1,0 +1,89 @@
+"""`qmd-ft score`: the rubric on saved completions, no model needed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from qmd_ft import reward
+from qmd_ft.cli.common import console, not_available, plain
+from qmd_ft.errors import UserError
+
+
+def _read_pairs(path: Path) -> list[tuple[str, str]]:
+    """`{"query", "completion"}` lines; any bad line is a FILE:LINE error."""
+    pairs = []
+    try:
+        lines = path.read_bytes().decode("utf-8-sig").splitlines()
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror})") from e
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not valid UTF-8") from e
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{n}: invalid JSON: {e.msg}") from e
+        if not isinstance(obj, dict):
+            raise UserError(f"{path}:{n}: expected a JSON object")
+        for key in ("query", "completion"):
+            if not isinstance(obj.get(key), str):
+                raise UserError(f"{path}:{n}: '{key}' must be a string")
+        pairs.append((obj["query"], obj["completion"]))
+    return pairs
+
+
+def _table(rows: list[tuple[str, reward.ScoreResult]], title: str) -> Table:
+    table = Table(title=title)
+    for col in ("query", "fmt", "div", "hyde", "qual", "ent", "think", "total", "%", "rating"):
+        table.add_column(col, overflow="fold")
+    for query, r in rows:
+        table.add_row(
+            query,
+            *(str(v) for v in (r.format, r.diversity, r.hyde, r.quality, r.entity)),
+            str(r.think_bonus),
+            f"{r.total}/{r.max_possible}",
+            f"{r.percentage:.1f}",
+            r.rating,
+        )
+    return table
+
+
+def score(
+    file: Annotated[Path | None, typer.Argument(help="JSONL of {query, completion}.")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    results: Annotated[Path | None, typer.Option(help="Re-score an eval results file.")] = None,
+    selftest: Annotated[bool, typer.Option(help="Print the rubric's worked examples.")] = False,
+) -> None:
+    """Score completions with rubric v1 (the GRPO reward and the eval score).
+
+    Example: qmd-ft score completions.jsonl --json
+    """
+    if selftest:
+        for query, note, r in reward.selftest_rows():
+            plain(
+                f"{note}\n  query: {query}\n  → {r.total}/{r.max_possible} "
+                f"({r.percentage:.1f}%, {r.rating}); reward {r.reward:.3f}"
+            )
+            for d in r.deductions:
+                plain(f"    - {d}")
+        return
+    if results is not None:
+        not_available("score --results", 6)
+    if file is None:
+        raise typer.BadParameter("give FILE.jsonl, --results RESULTS.json or --selftest")
+    scored = [(q, reward.score(q, c)) for q, c in _read_pairs(file)]
+    if json_:
+        for _, r in scored:
+            typer.echo(json.dumps(r.sub_scores(), ensure_ascii=False))
+        return
+    console.print(_table(scored, f"{file}: rubric {reward.RUBRIC_VERSION}"))
+    if scored:
+        mean = sum(r.reward for _, r in scored) / len(scored)
+        console.print(f"{len(scored)} completion(s), mean reward {mean:.3f}")

@@ -1,0 +1,266 @@
+"""One validated configuration for every stage, loaded from YAML.
+
+The keys are QMD's original `configs/sft.yaml` / `configs/grpo.yaml` keys (so those files load
+unchanged), plus sections for the stages QMD ran by hand: eval, export, publish. Unknown keys
+and bad values are errors naming the key path and the file, because a typo in a training config
+silently falling back to a default costs a GPU run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from qmd_ft.errors import UserError
+
+DEFAULT_REPO = "tobil/qmd-query-expansion-1.7B"
+
+
+class Section(BaseModel):
+    """Strict base: unknown keys are errors, values are checked on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    """Which weights go in and where the trained ones go."""
+
+    base: str = "Qwen/Qwen3-1.7B"
+    sft: str | None = Field(
+        default=None,
+        description="SFT result (adapter or merged dir) that GRPO starts from; merged first.",
+    )
+    adapters: list[str] = Field(default_factory=list, description="Adapters stacked on base.")
+    output: str = "outputs/run"
+
+
+class DatasetConfig(Section):
+    """Where the examples come from and how they are split."""
+
+    name: str = Field(default="data/train", description="Prepared dataset dir or hub id.")
+    data_glob: str = "data/*.jsonl"
+    text_field: str = "text"
+    prompt_field: str = "messages"
+    split: str = "train"
+    eval_split: float = Field(default=0.1, ge=0.0, lt=1.0)
+    max_samples: int | None = Field(default=None, gt=0)
+    seed: int = 42
+    evals: str = "evals/queries.txt"
+
+
+class TrainingConfig(Section):
+    """Optimizer and schedule; the same keys drive both backends."""
+
+    epochs: float = Field(default=1, gt=0)
+    batch_size: int = Field(default=4, gt=0)
+    gradient_accumulation_steps: int = Field(default=1, gt=0)
+    learning_rate: float = Field(default=2e-4, gt=0)
+    max_length: int = Field(default=512, gt=0)
+    warmup_ratio: float = Field(default=0.0, ge=0.0, lt=1.0)
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    max_steps: int | None = Field(default=None, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    seed: int = 42
+    logging_steps: int = Field(default=10, gt=0)
+    save_steps: int = Field(default=100, gt=0)
+    eval_steps: int | None = Field(default=None, gt=0)
+    gradient_checkpointing: bool = False
+
+
+class LoraConfig(Section):
+    """LoRA adapter shape; leaving the whole section out means full fine-tuning."""
+
+    rank: int = Field(default=16, gt=0)
+    alpha: float = Field(default=32, gt=0)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(
+        default_factory=lambda: [
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ],
+        min_length=1,
+    )
+
+
+class GrpoConfig(Section):
+    """GRPO settings; names follow TRL's GRPOConfig so the mapping is one-to-one."""
+
+    num_generations: int = Field(default=4, ge=2)
+    max_completion_length: int = Field(default=200, gt=0)
+    max_prompt_length: int = Field(default=128, gt=0)
+    beta: float = Field(default=0.04, description="KL penalty to the SFT model; must be > 0.")
+    temperature: float = Field(default=1.0, gt=0)
+    top_p: float = Field(default=1.0, gt=0, le=1.0)
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = "dapo"
+    epsilon: float = Field(default=0.2, gt=0)
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    num_iterations: int = Field(default=1, gt=0)
+
+    @field_validator("beta")
+    @classmethod
+    def _beta_positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError(
+                "must be > 0: without the KL penalty GRPO drifts away from the SFT model "
+                "(QMD's beta=0 run collapsed); use e.g. 0.04"
+            )
+        return v
+
+
+class EvalConfig(Section):
+    """How eval generates; greedy by default so scores are reproducible."""
+
+    queries: str = "evals/queries.txt"
+    max_new_tokens: int = Field(default=200, gt=0)
+    batch_size: int = Field(default=16, gt=0)
+    temperature: float = Field(default=0.0, ge=0.0)
+    top_p: float = Field(default=1.0, gt=0, le=1.0)
+    seed: int = 0
+
+
+class ExportConfig(Section):
+    """GGUF export targets."""
+
+    quants: list[Literal["f32", "f16", "bf16", "q8_0", "q4_k_m", "q5_k_m"]] = Field(
+        default_factory=lambda: ["f16", "q8_0", "q4_k_m", "q5_k_m"]
+    )
+    out: str = "outputs/gguf"
+    verify: bool = True
+
+
+class PublishConfig(Section):
+    """Where releases go and what "better" means for the gate."""
+
+    repo: str = DEFAULT_REPO
+    gguf_repo: str | None = Field(default=None, description="Defaults to '<repo>-gguf'.")
+    registry: str | None = Field(default=None, description="Local registry dir instead of Hub.")
+    private: bool = False
+    min_delta: float = Field(default=0.0, description="Mean score delta (points) to beat.")
+    min_ci_lower: float = Field(default=-0.5, description="Lower 95% CI bound (points).")
+    bootstrap_samples: int = Field(default=10_000, gt=0)
+
+    @property
+    def resolved_gguf_repo(self) -> str:
+        """The single GGUF twin of the destination repo."""
+        return self.gguf_repo or f"{self.repo}-gguf"
+
+
+class TrackingConfig(Section):
+    """Experiment tracking; `report_to` is passed through to the trainer."""
+
+    project: str = "qmd-query-expansion"
+    run_name: str | None = None
+    report_to: list[str] = Field(default_factory=list)
+
+
+class Config(Section):
+    """Everything one run needs, for every stage."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    lora: LoraConfig | None = Field(
+        default=None, description="LoRA adapter; absent means full fine-tuning."
+    )
+    grpo: GrpoConfig = Field(default_factory=GrpoConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    publish: PublishConfig = Field(default_factory=PublishConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @property
+    def full_finetune(self) -> bool:
+        """True when the config has no LoRA section (or `lora: null`)."""
+        return self.lora is None
+
+
+def _error_line(source: str, err: ValidationError) -> str:
+    """One line per pydantic error: `FILE: key.path: what is wrong`."""
+    parts = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        if e["type"] != "extra_forbidden" and "input" in e and not isinstance(e["input"], dict):
+            msg += f" (got {e['input']!r})"
+        parts.append(f"{source}: {path}: {msg}")
+    return "; ".join(parts)
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """`key.path=value` strings into a nested dict; values are parsed as YAML scalars."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {pair!r}: expected key.path=value")
+        node = out
+        keys = key.strip().split(".")
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise UserError(f"--set {pair!r}: {k} is set twice")
+        node[keys[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Deep merge of `over` into a copy of `base` (override wins, dicts merge)."""
+    merged = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(merged.get(k), dict):
+            merged[k] = _merge(merged[k], v)
+        else:
+            merged[k] = v
+    return merged
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+) -> Config:
+    """Defaults, then the YAML file, then `--set` overrides, validated once.
+
+    Raises UserError naming the file and key path on any problem.
+    """
+    data: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"{source}: config file not found")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark else ""
+            raise UserError(f"{source}{where}: invalid YAML: {getattr(e, 'problem', e)}") from e
+        except UnicodeDecodeError as e:
+            raise UserError(f"{source}: not UTF-8 text") from e
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise UserError(f"{source}: expected a mapping of sections at the top level")
+        data = loaded
+    over = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
+    if over:
+        data = _merge(data, over)
+        source += " (with --set overrides)"
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise UserError(_error_line(source, e)) from e
+
+
+def dump_config(cfg: Config) -> str:
+    """The resolved config as YAML, in section order."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

@@ -1,0 +1,1 @@
+"""The data toolkit: read → validate → normalize → variants → prepare (split, render)."""

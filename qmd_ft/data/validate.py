@@ -1,0 +1,58 @@
+"""`qmd-ft data validate`: every problem in every file, including duplicate queries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qmd_ft.data.reader import Problem, Row, read_examples
+
+
+@dataclass
+class Validation:
+    """Valid rows and every problem found, in file order."""
+
+    rows: list[Row] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+
+def read_all(paths: list[Path]) -> Validation:
+    """Read every file; schema problems only (duplicates are a separate check)."""
+    result = Validation()
+    for path in paths:
+        for item in read_examples(path):
+            if isinstance(item, Row):
+                result.rows.append(item)
+            else:
+                result.problems.append(item)
+    return result
+
+
+def duplicate_problems(rows: list[Row]) -> list[Problem]:
+    """A problem for every row whose query (case-insensitive) appeared before."""
+    first: dict[str, Row] = {}
+    problems = []
+    for row in rows:
+        key = row.example.query.casefold()
+        if key in first:
+            problems.append(
+                Problem(row.path, row.line, f"duplicate query (first at {first[key].where})")
+            )
+        else:
+            first[key] = row
+    return problems
+
+
+def validate(paths: list[Path]) -> Validation:
+    """Schema problems plus duplicates across all the files."""
+    result = read_all(paths)
+    result.problems.extend(duplicate_problems(result.rows))
+    return result
