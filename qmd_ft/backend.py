@@ -17,7 +17,8 @@ from typing import Protocol
 from qmd_ft.config import Config, EvalConfig
 from qmd_ft.errors import UserError
 
-BACKENDS = ("cuda", "mlx")
+BACKENDS = ("cuda", "mlx", "gguf")
+"""Training backends are cuda and mlx; gguf (llama-cpp-python) only generates, for eval."""
 
 
 @dataclass(frozen=True)

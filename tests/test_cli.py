@@ -20,8 +20,23 @@ def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
 
 def test_help_lists_the_whole_contract() -> None:
     out = run("--help").stdout
-    for cmd in ("doctor", "config", "make-tiny-model", "data", "score", "train", "merge",
-                "eval", "compare", "export", "publish", "pipeline", "demo", "bench", "jobs"):
+    for cmd in (
+        "doctor",
+        "config",
+        "make-tiny-model",
+        "data",
+        "score",
+        "train",
+        "merge",
+        "eval",
+        "compare",
+        "export",
+        "publish",
+        "pipeline",
+        "demo",
+        "bench",
+        "jobs",
+    ):
         assert cmd in out
 
 
@@ -84,7 +99,10 @@ def test_variants_refuses_in_place(tmp_path: Path) -> None:
 def test_score_json_keys_and_order(tmp_path: Path) -> None:
     p = tmp_path / "c.jsonl"
     rows = [
-        {"query": "docker volumes", "completion": "lex: docker volume mount\nvec: how do docker volumes persist data"},
+        {
+            "query": "docker volumes",
+            "completion": "lex: docker volume mount\nvec: how do docker volumes persist data",
+        },
         {"query": "x", "completion": "<|im_start|>bad"},
     ]
     p.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -97,7 +115,7 @@ def test_score_json_keys_and_order(tmp_path: Path) -> None:
     assert lines[1]["rating"] == "Failed" and lines[0]["total"] > 0
 
 
-@pytest.mark.parametrize("cmd", [["eval", "--model", "x"], ["doctor"], ["demo"]])
+@pytest.mark.parametrize("cmd", [["bench"], ["doctor"], ["demo"]])
 def test_pending_commands_say_so(cmd: list[str]) -> None:
     r = run(*cmd)
     assert r.returncode == 1 and "not available yet (issue #" in r.stderr

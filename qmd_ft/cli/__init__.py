@@ -8,7 +8,15 @@ from typing import Annotated
 import typer
 
 from qmd_ft import __version__
-from qmd_ft.cli import config_cmd, data_cmd, model_cmd, pending, score_cmd, train_cmd
+from qmd_ft.cli import (
+    config_cmd,
+    data_cmd,
+    eval_cmd,
+    model_cmd,
+    pending,
+    score_cmd,
+    train_cmd,
+)
 from qmd_ft.cli.common import State, err_console
 from qmd_ft.errors import UserError
 
@@ -45,9 +53,9 @@ app.command("make-tiny-model")(model_cmd.make_tiny_model)
 app.command("score")(score_cmd.score)
 app.command("train")(train_cmd.train)
 app.command("merge")(pending.merge)
-app.command("eval")(pending.eval_)
-app.command("compare")(pending.compare)
-app.command("publish")(pending.publish)
+app.command("eval")(eval_cmd.eval_)
+app.command("compare")(eval_cmd.compare_cmd)
+app.command("publish")(eval_cmd.publish)
 app.command("pipeline")(pending.pipeline)
 app.command("demo")(pending.demo)
 app.command("bench")(pending.bench)

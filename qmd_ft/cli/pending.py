@@ -27,46 +27,6 @@ def merge(
     not_available("merge", 3)
 
 
-def eval_(
-    model: Annotated[str, typer.Option(help="Model dir, hub id or .gguf file.")],
-    adapter: Annotated[list[str] | None, typer.Option()] = None,
-    backend: Annotated[str, typer.Option()] = "auto",
-    device: Annotated[str | None, typer.Option()] = None,
-    queries: Annotated[Path, typer.Option()] = Path("evals/queries.txt"),
-    out: Annotated[Path | None, typer.Option("-o", "--out")] = None,
-    verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
-    json_: Json = False,
-    retrieval: Annotated[bool, typer.Option("--retrieval")] = False,
-) -> None:
-    """Generate an expansion per eval query and score it.
-
-    Example: qmd-ft eval --model outputs/merged -o results.json
-    """
-    not_available("eval", 6)
-
-
-def compare(candidate: Path, baseline: Path, json_: Json = False) -> None:
-    """Exit 0 only when the candidate beats the baseline by the configured margin.
-
-    Example: qmd-ft compare new.json deployed.json
-    """
-    not_available("compare", 6)
-
-
-def publish(
-    model: Annotated[Path, typer.Option()],
-    eval_results: Annotated[Path, typer.Option("--eval")],
-    repo: Annotated[str | None, typer.Option()] = None,
-    registry: Annotated[Path | None, typer.Option()] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
-) -> None:
-    """Publish a model with its eval, only when it beats the deployed one.
-
-    Example: qmd-ft publish --model outputs/merged --eval results.json --dry-run
-    """
-    not_available("publish", 6)
-
-
 def pipeline(
     config: Annotated[Path, typer.Option()],
     backend: Annotated[str, typer.Option()] = "auto",

@@ -1,0 +1,213 @@
+"""`qmd-ft eval`, `compare` and `publish`: measure, gate, release."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from qmd_ft.cli.common import console, err_console, plain, print_json
+from qmd_ft.config import Config, load_config
+from qmd_ft.errors import UserError
+from qmd_ft.evaluation import load_results, run_eval, write_results
+from qmd_ft.gate import GateResult, GateRule, compare
+from qmd_ft.queries import read_queries
+
+Json = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config (eval/publish).")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="key.path=value")]
+
+
+def _config(path: Path | None, overrides: list[str] | None) -> Config:
+    return load_config(path, overrides) if path or overrides else Config()
+
+
+def _progress(total: int, label: str) -> Progress:
+    progress = Progress(
+        TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err_console, transient=True,
+    )  # fmt: skip
+    progress.add_task(label, total=total)
+    return progress
+
+
+def print_results(data: dict[str, Any], verbose: bool) -> None:
+    """Per-query scores with sub-scores, then the summary."""
+    table = Table(title=f"eval: {data['provenance']['model']}")
+    for col in ("category", "query", "fmt", "div", "hyde", "qual", "ent", "think", "%", "rating"):
+        table.add_column(col, overflow="fold")
+    for r in data["results"]:
+        table.add_row(
+            r["category"], r["query"],
+            *(str(r[k]) for k in ("format", "diversity", "hyde", "quality", "entity")),
+            str(r["think_bonus"]), f"{r['percentage']:.1f}", r["rating"],
+        )  # fmt: skip
+    console.print(table)
+    if verbose:
+        for r in data["results"]:
+            plain(f"\n{r['query']}  →  {r['percentage']:.1f}% {r['rating']}")
+            plain("  entities: " + (", ".join(r["entities"]) or "-"))
+            for d in r["deductions"]:
+                plain(f"  - {d}")
+            plain("  " + r["completion"].replace("\n", "\n  "))
+    s = data["summary"]
+    hist = ", ".join(f"{k} {v}" for k, v in s["ratings"].items())
+    console.print(f"mean reward {s['mean_reward']:.4f} ({s['mean_percentage']:.1f}%) on {s['n']} "
+                  f"queries; {hist}")  # fmt: skip
+    cats = Table(title="per category")
+    cats.add_column("category")
+    cats.add_column("mean reward")
+    for c, v in s["categories"].items():
+        cats.add_row(c, f"{v:.4f}")
+    console.print(cats)
+
+
+def eval_(
+    model: Annotated[str, typer.Option(help="Model dir, hub id or .gguf file.")],
+    adapter: Annotated[list[str] | None, typer.Option(help="Adapter(s) on the base.")] = None,
+    backend: Annotated[str, typer.Option(help="auto, cuda, mlx or gguf.")] = "auto",
+    device: Annotated[str | None, typer.Option(help="cpu or cuda.")] = None,
+    queries: Annotated[Path | None, typer.Option(help="Default: eval.queries.")] = None,
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="results.json")] = None,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
+    json_: Json = False,
+    retrieval: Annotated[bool, typer.Option("--retrieval", help="Retrieval metrics.")] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Generate one expansion per eval query (greedy by default) and score it.
+
+    Example: qmd-ft eval --model outputs/merged -o outputs/eval/results.json -v
+    """
+    if retrieval:
+        raise UserError("`qmd-ft eval --retrieval` is not available yet (issue #12)")
+    cfg = _config(config, set_)
+    qfile = queries or Path(cfg.eval.queries)
+    qs = read_queries(qfile)
+    with _progress(len(qs), "generating") as progress:
+        task = progress.tasks[0].id
+        data = run_eval(
+            model, list(adapter or []), qfile, cfg.eval, backend=backend, device=device,
+            on_batch=lambda n: progress.advance(task, n), queries=qs,
+        )  # fmt: skip
+    if out:
+        write_results(data, out)
+    if json_:
+        print_json(data)
+        return
+    print_results(data, verbose)
+    if out:
+        console.print(f"results → {out}")
+
+
+def print_gate(result: GateResult) -> None:
+    """Per-query wins and losses, then the decision."""
+    table = Table(title="candidate vs baseline (points = reward x 100)")
+    for col in ("query", "candidate", "baseline", "delta"):
+        table.add_column(col, overflow="fold")
+    for row in result.per_query:
+        if row["delta"]:
+            style = "green" if row["delta"] > 0 else "red"
+            table.add_row(row["query"], str(row["candidate"]), str(row["baseline"]),
+                          f"[{style}]{row['delta']:+.2f}[/{style}]")  # fmt: skip
+    console.print(table)
+    lo, hi = result.ci
+    console.print(
+        f"{result.wins} wins, {result.losses} losses, {result.ties} ties on {result.n} queries; "
+        f"mean delta {result.mean_delta:+.2f} points, 95% CI [{lo:+.2f}, {hi:+.2f}]"
+    )
+    if result.passed:
+        console.print("[green]gate: PASS[/green]")
+    else:
+        console.print("[red]gate: FAIL[/red] — " + "; ".join(result.reasons), markup=True)
+
+
+def _rule(cfg: Config) -> GateRule:
+    p = cfg.publish
+    return GateRule(p.min_delta, p.min_ci_lower, p.bootstrap_samples)
+
+
+def compare_cmd(
+    candidate: Path,
+    baseline: Path,
+    json_: Json = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Exit 0 only when the candidate beats the baseline by the configured margin.
+
+    Example: qmd-ft compare outputs/eval/results.json deployed.json
+    """
+    result = compare(load_results(candidate), load_results(baseline), _rule(_config(config, set_)))
+    if json_:
+        print_json(result.to_dict())
+    else:
+        print_gate(result)
+    if not result.passed:
+        raise typer.Exit(1)
+
+
+def publish(
+    model: Annotated[Path, typer.Option(help="Merged model directory.")],
+    eval_results: Annotated[Path, typer.Option("--eval", help="Its results.json.")],
+    repo: Annotated[str | None, typer.Option(help="Default: publish.repo.")] = None,
+    registry: Annotated[Path | None, typer.Option(help="Local registry dir (not the Hub).")] = None,
+    gguf: Annotated[Path | None, typer.Option(help="GGUF dir for the -gguf repo.")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Gate and show; upload nothing.")
+    ] = False,
+    force: Annotated[bool, typer.Option(help="Allow -v2/-sft/-grpo repo names.")] = False,
+    backend: Annotated[str, typer.Option(help="To evaluate the deployed model.")] = "auto",
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Publish a model with its eval, only when it beats the deployed one.
+
+    Example: qmd-ft publish --model outputs/merged --eval outputs/eval/results.json --dry-run
+    """
+    from qmd_ft.publish.release import execute, plan_release
+
+    cfg = _config(config, set_)
+    reg = _registry(registry or (Path(cfg.publish.registry) if cfg.publish.registry else None))
+    dest = repo or cfg.publish.repo
+
+    def evaluate_deployed(path: Path, candidate: dict[str, Any]) -> dict[str, Any]:
+        prov = candidate["provenance"]
+        qfile = Path(prov["queries_file"])
+        gen = cfg.eval.model_copy(update=prov["generation"])
+        console.print(f"no published eval for {dest}: evaluating the deployed model")
+        return run_eval(str(path), [], qfile, gen, backend=backend)
+
+    plan = plan_release(
+        model, eval_results, reg, dest, _rule(cfg), evaluate_deployed,
+        gguf_dir=gguf, gguf_repo=cfg.publish.gguf_repo, force_name=force,
+    )  # fmt: skip
+    console.print(f"baseline: {plan.baseline_source}")
+    if plan.gate:
+        print_gate(plan.gate)
+    if dry_run:
+        console.print(f"dry run: would commit {len(plan.files)} file(s) to {reg.name}:{plan.repo}")
+        plain(f"commit message: {plan.message}")
+        for name in sorted(plan.files):
+            plain(f"  {name}")
+        if plan.gguf_repo:
+            plain(f"and {len(plan.gguf_files)} file(s) to {reg.name}:{plan.gguf_repo}")
+        if not plan.passed:
+            raise typer.Exit(1)
+        return
+    commits = execute(plan, reg)
+    console.print(f"published {plan.repo} ({commits[0]})" +
+                  (f" and {plan.gguf_repo} ({commits[1]})" if plan.gguf_repo else ""))  # fmt: skip
+
+
+def _registry(local: Path | None):
+    if local is not None:
+        from qmd_ft.publish.registry import LocalRegistry
+
+        return LocalRegistry(local)
+    from qmd_ft.publish.hub import HubRegistry
+
+    return HubRegistry()

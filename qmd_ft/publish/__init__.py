@@ -1,0 +1,1 @@
+"""Publishing: registries (Hub or local dir), the model card, and the gated release flow."""

@@ -1,0 +1,136 @@
+"""The gated release: never without an eval, never a worse model, one destination repo.
+
+Flow: check the eval belongs to this model → fetch the deployed model's eval (or evaluate the
+deployed model with the same harness) → gate → card + results + weights in one commit whose
+message carries the eval summary → GGUF files, when given, to the `-gguf` twin.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qmd_ft.errors import UserError
+from qmd_ft.evaluation import load_results, model_hash, write_results
+from qmd_ft.gate import GateResult, GateRule, compare
+from qmd_ft.manifest import MANIFEST, read_manifest
+from qmd_ft.publish.card import commit_message, render_card
+from qmd_ft.publish.registry import EVAL_FILE, Registry, check_repo_name
+
+EvaluateDeployed = Callable[[Path, dict[str, Any]], dict[str, Any]]
+"""(deployed model dir, candidate results) → results of the deployed model, same harness."""
+
+
+@dataclass
+class ReleasePlan:
+    """What a release would upload, and why it may or may not go ahead."""
+
+    repo: str
+    files: dict[str, Path]
+    message: str
+    card: str
+    gate: GateResult | None
+    baseline_source: str
+    gguf_repo: str | None = None
+    gguf_files: dict[str, Path] = field(default_factory=dict)
+    gguf_card: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.gate is None or self.gate.passed
+
+
+def _model_files(model: Path) -> dict[str, Path]:
+    return {
+        str(p.relative_to(model)): p
+        for p in sorted(model.rglob("*"))
+        if p.is_file() and not p.name.startswith(".")
+    }
+
+
+def _assert_no_secret(texts: list[str]) -> None:
+    token = os.environ.get("HF_TOKEN")
+    if token and any(token in t for t in texts):
+        raise UserError("refusing to publish: the HF token appears in the card or message")
+
+
+def baseline_results(
+    registry: Registry, repo: str, candidate: dict[str, Any], evaluate_deployed: EvaluateDeployed
+) -> tuple[dict[str, Any] | None, str]:
+    """The deployed model's eval: its published results file, else a fresh eval, else none."""
+    path = registry.fetch_file(repo, EVAL_FILE)
+    if path is not None:
+        return load_results(path), f"{registry.name}:{repo}/{EVAL_FILE}"
+    if registry.exists(repo):
+        return evaluate_deployed(registry.download(repo), candidate), "evaluated deployed model"
+    return None, "nothing deployed yet"
+
+
+def plan_release(
+    model: Path,
+    results_path: Path,
+    registry: Registry,
+    repo: str,
+    rule: GateRule,
+    evaluate_deployed: EvaluateDeployed,
+    *,
+    gguf_dir: Path | None = None,
+    gguf_repo: str | None = None,
+    force_name: bool = False,
+) -> ReleasePlan:
+    """Everything up to (not including) the upload; raises UserError on a bad input."""
+    check_repo_name(repo, force=force_name)
+    if not (model / "config.json").is_file():
+        raise UserError(f"{model}: not a merged model directory (no config.json)")
+    results = load_results(results_path)
+    evaluated = results.get("provenance", {}).get("model_sha256")
+    if evaluated != model_hash(str(model)):
+        raise UserError(
+            f"{results_path} was not produced from {model} (model hash differs): "
+            "evaluate this model before publishing it"
+        )
+    baseline, source = baseline_results(registry, repo, results, evaluate_deployed)
+    gate = compare(results, baseline, rule) if baseline is not None else None
+    manifest = read_manifest(model) or {}
+    training = (manifest.get("config") or {}).get("training") if manifest else None
+    base_model = ((manifest.get("config") or {}).get("model") or {}).get("base", "Qwen/Qwen3-1.7B")
+    gate_dict = gate.to_dict() if gate else None
+    card = render_card(repo, results, base_model=base_model, training=training, gate=gate_dict)
+    message = commit_message(results, gate_dict)
+    staging = Path(tempfile.mkdtemp(prefix="qmd-ft-release-"))
+    (staging / "README.md").write_text(card, encoding="utf-8")
+    write_results(results, staging / EVAL_FILE)
+    files = _model_files(model)
+    files.pop(MANIFEST, None)
+    files |= {"README.md": staging / "README.md", EVAL_FILE: staging / EVAL_FILE}
+    if (model / MANIFEST).is_file():
+        files["qmd_ft_manifest.json"] = model / MANIFEST
+    plan = ReleasePlan(repo, files, message, card, gate, source)
+    if gguf_dir is not None:
+        ggufs = sorted(gguf_dir.glob("*.gguf"))
+        if not ggufs:
+            raise UserError(f"{gguf_dir}: no .gguf files")
+        plan.gguf_repo = gguf_repo or f"{repo}-gguf"
+        names = [p.name for p in ggufs]
+        plan.gguf_card = render_card(
+            plan.gguf_repo, results, base_model=repo, gate=gate_dict, gguf_files=names
+        )
+        (staging / "README.gguf.md").write_text(plan.gguf_card, encoding="utf-8")
+        plan.gguf_files = {p.name: p for p in sorted(gguf_dir.iterdir()) if p.is_file()}
+        plan.gguf_files |= {"README.md": staging / "README.gguf.md", EVAL_FILE: staging / EVAL_FILE}
+    _assert_no_secret([card, message, plan.gguf_card or ""])
+    return plan
+
+
+def execute(plan: ReleasePlan, registry: Registry) -> list[str]:
+    """Upload a passed plan; refuses a failed one (the gate is not advisory)."""
+    if not plan.passed:
+        raise UserError("gate failed: " + "; ".join(plan.gate.reasons if plan.gate else []))
+    commits = [registry.upload(plan.repo, plan.files, plan.message)]
+    if plan.gguf_repo:
+        commits.append(registry.upload(plan.gguf_repo, plan.gguf_files, plan.message + " (GGUF)"))
+    return commits
