@@ -138,7 +138,7 @@ def test_prepare_dedupes_excludes_keeps_only_and_is_deterministic(tmp_path: Path
     evals = tmp_path / "queries.txt"
     evals.write_text("# Heading\nheld out here\n")
     r1 = prepare(files, tmp_path / "o1", evals, val_fraction=0.25, seed=7)
-    r2 = prepare(files, tmp_path / "o2", evals, val_fraction=0.25, seed=7)
+    prepare(files, tmp_path / "o2", evals, val_fraction=0.25, seed=7)
     for name in ("train.jsonl", "val.jsonl", "dataset_info.json"):
         assert (tmp_path / "o1" / name).read_bytes() == (tmp_path / "o2" / name).read_bytes()
     c = r1.info["counts"]
@@ -170,7 +170,8 @@ def test_prepare_refuses_invalid_rows(tmp_path: Path) -> None:
 
 def test_prepare_100k_rows(tmp_path: Path) -> None:
     p = write(
-        tmp_path / "many.jsonl", [{"input": f"query number {i}", "output": FULL} for i in range(100_000)]
+        tmp_path / "many.jsonl",
+        [{"input": f"query number {i}", "output": FULL} for i in range(100_000)],
     )
     info = prepare([p], tmp_path / "out", None, val_fraction=0.1).info
     assert info["counts"]["train"] == 90_000 and info["counts"]["val"] == 10_000
