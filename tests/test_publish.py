@@ -1,0 +1,125 @@
+"""Publishing: local registry and the Hub (real client vs a local fake server), gated."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fake_hub import FakeHub
+
+from qmd_ft.config import EvalConfig
+from qmd_ft.errors import UserError
+from qmd_ft.evaluation import build_results, write_results
+from qmd_ft.publish.registry import LocalRegistry, check_repo_name
+
+TOKEN = "hf_TESTSECRETtoken0123456789"
+REPO = "tobil/qmd-query-expansion-1.7B"
+
+
+def make_model(tmp: Path, name: str, payload: str) -> Path:
+    d = tmp / name
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"model_type": "qwen3", "payload": payload}))
+    (d / "model.safetensors").write_bytes(payload.encode() * 10)
+    return d
+
+
+def make_results(tmp: Path, model: Path, reward: float, name: str) -> Path:
+    qfile = tmp / "queries.txt"
+    qfile.write_text("# T\n" + "\n".join(f"q{i}" for i in range(20)) + "\n")
+    rows = [
+        {"query": f"q{i}", "category": "T", "completion": "lex: a", "reward": reward,
+         "percentage": reward * 100, "rating": "Good"}
+        for i in range(20)
+    ]  # fmt: skip
+    doc = build_results(rows, model=str(model), adapters=[], queries_file=qfile,
+                        gen=EvalConfig(), backend="cuda", device="cpu", seconds=0.1)  # fmt: skip
+    doc["results"] = rows
+    path = tmp / name
+    write_results(doc, path)
+    return path
+
+
+def publish(*args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "qmd_ft", "publish", *args],
+        capture_output=True, text=True, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def test_repo_names() -> None:
+    check_repo_name(REPO)
+    for bad in (REPO + "-v2", REPO + "-sft", REPO + "-GRPO"):
+        with pytest.raises(UserError, match="suffix"):
+            check_repo_name(bad)
+    check_repo_name(REPO + "-v2", force=True)
+
+
+def test_local_registry_gate(tmp_path: Path) -> None:
+    reg = tmp_path / "registry"
+    m1 = make_model(tmp_path, "m1", "one")
+    r1 = make_results(tmp_path, m1, 0.6, "r1.json")
+    first = publish("--model", str(m1), "--eval", str(r1), "--registry", str(reg))
+    assert first.returncode == 0, first.stderr
+    assert "nothing deployed yet" in first.stdout
+    dest = LocalRegistry(reg)
+    card = (reg / REPO / "README.md").read_text()
+    assert card.startswith("---\nbase_model:") and "mean reward (0-1) | 0.6000" in card
+    assert json.loads((reg / REPO / "eval_results.json").read_text())["summary"]["n"] == 20
+    assert dest.exists(REPO)
+
+    worse = make_model(tmp_path, "m2", "two")
+    r2 = make_results(tmp_path, worse, 0.5, "r2.json")
+    before = (reg / REPO / "config.json").read_text()
+    refused = publish("--model", str(worse), "--eval", str(r2), "--registry", str(reg))
+    assert refused.returncode == 1 and "gate failed" in refused.stderr
+    assert (reg / REPO / "config.json").read_text() == before  # never uploaded
+
+    better = make_model(tmp_path, "m3", "three")
+    r3 = make_results(tmp_path, better, 0.7, "r3.json")
+    dry = publish("--model", str(better), "--eval", str(r3), "--registry", str(reg), "--dry-run")
+    assert dry.returncode == 0 and "dry run: would commit" in dry.stdout
+    assert (reg / REPO / "config.json").read_text() == before
+    ok = publish("--model", str(better), "--eval", str(r3), "--registry", str(reg))
+    assert ok.returncode == 0, ok.stderr
+    assert "three" in (reg / REPO / "config.json").read_text()
+    log = (reg / REPO / ".commits.jsonl").read_text().splitlines()
+    assert len(log) == 2 and "+10.00 points vs deployed" in json.loads(log[1])["message"]
+
+
+def test_eval_of_another_model_refused(tmp_path: Path) -> None:
+    m1, m2 = make_model(tmp_path, "m1", "one"), make_model(tmp_path, "m2", "two")
+    r = make_results(tmp_path, m1, 0.6, "r.json")
+    out = publish("--model", str(m2), "--eval", str(r), "--registry", str(tmp_path / "reg"))
+    assert out.returncode == 1 and "was not produced from" in out.stderr
+
+
+def test_hub_publish_with_real_client(tmp_path: Path) -> None:
+    m1 = make_model(tmp_path, "m1", "one")
+    r1 = make_results(tmp_path, m1, 0.6, "r1.json")
+    gguf = tmp_path / "gguf"
+    gguf.mkdir()
+    (gguf / "model-q4_k_m.gguf").write_bytes(b"GGUF" + b"\0" * 32)
+    with FakeHub() as hub:
+        env = {"HF_ENDPOINT": hub.url, "HF_TOKEN": TOKEN, "HF_HOME": str(tmp_path / "hf"),
+               "HF_HUB_DISABLE_XET": "1"}  # fmt: skip
+        out = publish("--model", str(m1), "--eval", str(r1), "--gguf", str(gguf), env=env)
+        assert out.returncode == 0, out.stderr
+        files = hub.state.repos[REPO]
+        assert {"config.json", "model.safetensors", "README.md", "eval_results.json"} <= set(files)
+        assert "model-q4_k_m.gguf" in hub.state.repos[REPO + "-gguf"]
+        assert "mean reward 0.6000" in hub.state.commits[REPO][0]
+        # the deployed eval is fetched back from the Hub for the next release: a worse one fails
+        m2 = make_model(tmp_path, "m2", "two")
+        r2 = make_results(tmp_path, m2, 0.55, "r2.json")
+        refused = publish("--model", str(m2), "--eval", str(r2), env=env)
+        assert refused.returncode == 1 and f"hub:{REPO}/eval_results.json" in refused.stdout
+        assert json.loads(files["config.json"])["payload"] == "one"
+        # the token authenticates requests but never travels in a body, card or output
+        assert any(TOKEN in r["headers"].get("authorization", "") for r in hub.state.requests)
+        assert not any(TOKEN.encode() in r["body"] for r in hub.state.requests)
+        assert TOKEN not in out.stdout + out.stderr + refused.stdout + refused.stderr
