@@ -12,7 +12,14 @@ import pytest
 from qmd_ft import reward
 from qmd_ft.config import EvalConfig
 from qmd_ft.errors import UserError
-from qmd_ft.evaluation import build_results, evaluate, load_results, rescore, write_results
+from qmd_ft.evaluation import (
+    build_results,
+    evaluate,
+    load_results,
+    rescore,
+    score_row,
+    write_results,
+)
 from qmd_ft.gate import GateRule, compare, paired_bootstrap_ci
 from qmd_ft.queries import Query, read_queries
 
@@ -124,3 +131,18 @@ def test_project_eval_queries_file() -> None:
         pytest.skip("evals/queries.txt not written yet")
     qs = read_queries(qfile)
     assert len(qs) >= 60 and len({q.category for q in qs}) >= 8
+
+
+def test_score_results_rescores_saved_completions(tmp_path: Path) -> None:
+    qfile = tmp_path / "q.txt"
+    qfile.write_text("docker volumes\n")
+    row = score_row(Query("docker volumes", "T", 1), GOOD) | {"reward": 0.1}
+    doc = build_results([row], model="m", adapters=[], queries_file=qfile, gen=EvalConfig(),
+                        backend="cuda", device="cpu", seconds=1.0)  # fmt: skip
+    path = tmp_path / "r.json"
+    write_results(doc, path)
+    out = subprocess.run([sys.executable, "-m", "qmd_ft", "score", "--results", str(path),
+                          "--json"], capture_output=True, text=True)  # fmt: skip
+    again = json.loads(out.stdout)
+    assert again["results"][0]["reward"] == reward.score("docker volumes", GOOD).reward
+    assert again["rescored"]["rows_changed"] == 1

@@ -10,8 +10,9 @@ import typer
 from rich.table import Table
 
 from qmd_ft import reward
-from qmd_ft.cli.common import console, not_available, plain
+from qmd_ft.cli.common import console, plain, print_json
 from qmd_ft.errors import UserError
+from qmd_ft.evaluation import load_results, rescore
 
 
 def _read_pairs(path: Path) -> list[tuple[str, str]]:
@@ -75,7 +76,19 @@ def score(
                 plain(f"    - {d}")
         return
     if results is not None:
-        not_available("score --results", 6)
+        doc = rescore(load_results(results))
+        if json_:
+            print_json(doc)
+            return
+        rows = [(r["query"], reward.score(r["query"], r["completion"])) for r in doc["results"]]
+        console.print(_table(rows, f"{results}: re-scored with rubric {reward.RUBRIC_VERSION}"))
+        s, info = doc["summary"], doc["rescored"]
+        console.print(
+            f"{s['n']} completion(s), mean reward {s['mean_reward']:.4f}; "
+            f"{info['rows_changed']} row(s) changed vs the saved scores (rubric "
+            f"{info['from_rubric']})"
+        )
+        return
     if file is None:
         raise typer.BadParameter("give FILE.jsonl, --results RESULTS.json or --selftest")
     scored = [(q, reward.score(q, c)) for q, c in _read_pairs(file)]
