@@ -11,6 +11,7 @@ from qmd_ft import __version__
 from qmd_ft.cli import (
     config_cmd,
     data_cmd,
+    doctor_cmd,
     eval_cmd,
     model_cmd,
     pending,
@@ -48,7 +49,7 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(pending.export_app, name="export")
 app.add_typer(pending.jobs_app, name="jobs")
-app.command("doctor")(pending.doctor)
+app.command("doctor")(doctor_cmd.doctor)
 app.command("make-tiny-model")(model_cmd.make_tiny_model)
 app.command("score")(score_cmd.score)
 app.command("train")(train_cmd.train)

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from qmd_ft.errors import UserError
 
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False)
 
 

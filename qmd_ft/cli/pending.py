@@ -51,14 +51,6 @@ def demo(
     not_available("demo", 9)
 
 
-def doctor() -> None:
-    """What this machine can run (CUDA, MLX, llama.cpp, HF login) and the fix for each gap.
-
-    Example: qmd-ft doctor
-    """
-    not_available("doctor", 9)
-
-
 def bench(
     backend: Annotated[str, typer.Option()] = "cuda",
     model_shape: Annotated[str, typer.Option()] = "qwen3-1.7b",

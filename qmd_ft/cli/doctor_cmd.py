@@ -1,0 +1,29 @@
+"""`qmd-ft doctor`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from qmd_ft.cli.common import console, print_json
+
+
+def doctor(json_: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """What this machine can run (CUDA, MLX, llama.cpp, HF login) and the fix for each gap.
+
+    Example: qmd-ft doctor
+    """
+    from qmd_ft.doctor import run_checks
+
+    checks = run_checks()
+    if json_:
+        print_json([c.__dict__ for c in checks])
+        return
+    table = Table(title="qmd-ft doctor")
+    for col in ("", "what", "status", "fix"):
+        table.add_column(col, overflow="fold")
+    for c in checks:
+        table.add_row("[green]✓[/green]" if c.ok else "[red]✗[/red]", c.what, c.detail, c.fix)
+    console.print(table)
