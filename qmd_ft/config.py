@@ -162,6 +162,28 @@ class TrackingConfig(Section):
     report_to: list[str] = Field(default_factory=list)
 
 
+PIPELINE_STAGES = (
+    "prepare", "sft", "grpo", "merge", "eval", "compare", "publish", "gguf", "publish_gguf",
+)  # fmt: skip
+
+
+class PipelineConfig(Section):
+    """QMD's release checklist: which stage configs to use and where runs go."""
+
+    sft_config: str = "configs/sft.yaml"
+    grpo_config: str = "configs/grpo.yaml"
+    out: str = "outputs/pipeline"
+    stages: list[str] = Field(default_factory=lambda: list(PIPELINE_STAGES))
+
+    @field_validator("stages")
+    @classmethod
+    def _known_stages(cls, v: list[str]) -> list[str]:
+        unknown = [s for s in v if s not in PIPELINE_STAGES]
+        if unknown:
+            raise ValueError(f"unknown stage(s) {unknown}; known: {', '.join(PIPELINE_STAGES)}")
+        return v
+
+
 class Config(Section):
     """Everything one run needs, for every stage."""
 
@@ -176,6 +198,7 @@ class Config(Section):
     export: ExportConfig = Field(default_factory=ExportConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
 
     @property
     def full_finetune(self) -> bool:

@@ -168,21 +168,14 @@ def publish(
 
     Example: qmd-ft publish --model outputs/merged --eval outputs/eval/results.json --dry-run
     """
-    from qmd_ft.publish.release import execute, plan_release
+    from qmd_ft.publish.release import execute, harness_evaluator, plan_release
 
     cfg = _config(config, set_)
     reg = _registry(registry or (Path(cfg.publish.registry) if cfg.publish.registry else None))
     dest = repo or cfg.publish.repo
 
-    def evaluate_deployed(path: Path, candidate: dict[str, Any]) -> dict[str, Any]:
-        prov = candidate["provenance"]
-        qfile = Path(prov["queries_file"])
-        gen = cfg.eval.model_copy(update=prov["generation"])
-        console.print(f"no published eval for {dest}: evaluating the deployed model")
-        return run_eval(str(path), [], qfile, gen, backend=backend)
-
     plan = plan_release(
-        model, eval_results, reg, dest, _rule(cfg), evaluate_deployed,
+        model, eval_results, reg, dest, _rule(cfg), harness_evaluator(backend, cfg.eval),
         gguf_dir=gguf, gguf_repo=cfg.publish.gguf_repo, force_name=force,
     )  # fmt: skip
     console.print(f"baseline: {plan.baseline_source}")

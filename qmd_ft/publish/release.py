@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qmd_ft.config import EvalConfig
 from qmd_ft.errors import UserError
-from qmd_ft.evaluation import load_results, model_hash, write_results
+from qmd_ft.evaluation import load_results, model_hash, run_eval, write_results
 from qmd_ft.gate import GateResult, GateRule, compare
 from qmd_ft.manifest import MANIFEST, read_manifest
 from qmd_ft.publish.card import commit_message, render_card
@@ -42,6 +43,22 @@ class ReleasePlan:
     @property
     def passed(self) -> bool:
         return self.gate is None or self.gate.passed
+
+
+def harness_evaluator(backend: str, gen: EvalConfig, device: str | None = None) -> EvaluateDeployed:
+    """Evaluate the deployed model exactly as the candidate was: same queries and settings."""
+
+    def evaluate(path: Path, candidate: dict[str, Any]) -> dict[str, Any]:
+        prov = candidate["provenance"]
+        qfile = Path(prov["queries_file"])
+        if not qfile.is_file():
+            raise UserError(
+                f"{qfile}: the candidate's queries file is needed to eval the deployed model"
+            )
+        settings = gen.model_copy(update=prov["generation"])
+        return run_eval(str(path), [], qfile, settings, backend=backend, device=device)
+
+    return evaluate
 
 
 def _model_files(model: Path) -> dict[str, Path]:
