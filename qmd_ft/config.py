@@ -163,8 +163,16 @@ class TrackingConfig(Section):
 
 
 PIPELINE_STAGES = (
-    "prepare", "sft", "grpo", "merge", "eval", "compare", "publish", "gguf", "publish_gguf",
-)  # fmt: skip
+    "prepare",
+    "sft",
+    "grpo",
+    "merge",
+    "eval",
+    "compare",
+    "publish",
+    "gguf",
+    "publish_gguf",
+)
 
 
 class PipelineConfig(Section):

@@ -51,9 +51,11 @@ def check_cuda() -> Check:
     torch = importlib.import_module("torch")
     if not torch.cuda.is_available():
         return Check(
-            "CUDA (cuda backend)", False, f"torch {torch.__version__}: no CUDA device",
+            "CUDA (cuda backend)",
+            False,
+            f"torch {torch.__version__}: no CUDA device",
             "train on CPU with --device cpu (tiny models), on HF Jobs with --hf-jobs, or on a GPU",
-        )  # fmt: skip
+        )
     names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
     return Check("CUDA (cuda backend)", True, f"{torch.cuda.device_count()} device(s): {names}")
 

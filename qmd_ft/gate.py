@@ -101,10 +101,14 @@ def compare(candidate: dict[str, Any], baseline: dict[str, Any], rule: GateRule)
             f"{rule.min_ci_lower:+.2f}"
         )
     per_query = [
-        {"query": q, "candidate": round(cand[q], 2), "baseline": round(base[q], 2),
-         "delta": round(d, 2)}
+        {
+            "query": q,
+            "candidate": round(cand[q], 2),
+            "baseline": round(base[q], 2),
+            "delta": round(d, 2),
+        }
         for q, d in zip(queries, deltas, strict=True)
-    ]  # fmt: skip
+    ]
     return GateResult(
         passed=not reasons,
         mean_delta=mean,

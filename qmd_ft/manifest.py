@@ -20,9 +20,18 @@ from qmd_ft import __version__
 
 MANIFEST = "manifest.json"
 PACKAGES = (
-    "torch", "transformers", "trl", "peft", "datasets", "accelerate", "mlx", "mlx-lm",
-    "gguf", "llama-cpp-python", "huggingface_hub",
-)  # fmt: skip
+    "torch",
+    "transformers",
+    "trl",
+    "peft",
+    "datasets",
+    "accelerate",
+    "mlx",
+    "mlx-lm",
+    "gguf",
+    "llama-cpp-python",
+    "huggingface_hub",
+)
 SECRET_HINTS = ("token", "secret", "password", "api_key")
 
 
@@ -45,8 +54,11 @@ def git_commit(cwd: Path | None = None) -> str | None:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd, capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     return sha + ("-dirty" if dirty else "")

@@ -94,9 +94,11 @@ class Pipeline:
         self.results[result.name] = result
         if not result.skipped:
             self.state[result.name] = {
-                "inputs": result.inputs, "artifact": result.artifact, "key": result.key,
+                "inputs": result.inputs,
+                "artifact": result.artifact,
+                "key": result.key,
                 "seconds": round(result.seconds, 1),
-            }  # fmt: skip
+            }
             self.save_state()
 
     def inputs_of(self, name: str) -> str:
@@ -106,9 +108,12 @@ class Pipeline:
     # -- stages ------------------------------------------------------------------------------
     def request(self, cfg: Config) -> TrainRequest:
         return TrainRequest(
-            config=cfg, data_dir=Path(cfg.dataset.name), output_dir=Path(cfg.model.output),
-            device=self.device, max_steps=self.max_steps,
-        )  # fmt: skip
+            config=cfg,
+            data_dir=Path(cfg.dataset.name),
+            output_dir=Path(cfg.model.output),
+            device=self.device,
+            max_steps=self.max_steps,
+        )
 
     def stage_prepare(self) -> StageResult:
         ds = self.sft_cfg.dataset
@@ -126,8 +131,9 @@ class Pipeline:
         )
 
     def stage_sft(self) -> StageResult:
-        inputs = _hash(self.inputs_of("prepare"), self.sft_cfg.model_dump(), self.backend,
-                       self.max_steps)  # fmt: skip
+        inputs = _hash(
+            self.inputs_of("prepare"), self.sft_cfg.model_dump(), self.backend, self.max_steps
+        )
         if hit := self.cached("sft", inputs):
             return hit
         adapter = get_backend(self.backend).sft(self.request(self.sft_cfg))
@@ -137,18 +143,32 @@ class Pipeline:
         inputs = _hash(self.inputs_of("sft"), self.grpo_cfg.model_dump(), self.max_steps)
         if hit := self.cached("grpo", inputs):
             return hit
+        self.grpo_cfg.model.sft = self.results["sft"].artifact
         adapter = get_backend(self.backend).grpo(self.request(self.grpo_cfg))
         return StageResult("grpo", str(adapter), _last_reward(adapter), inputs=inputs)
 
-    def adapters(self) -> list[str]:
-        return [r.artifact for n in ("sft", "grpo") if (r := self.results.get(n)) and r.artifact]
+    def merge_inputs(self) -> tuple[str, list[str]]:
+        """(base, adapters): a fully fine-tuned SFT model is the base for the GRPO adapter."""
+        base = self.sft_cfg.model.base
+        adapters = []
+        for name in ("sft", "grpo"):
+            r = self.results.get(name)
+            if r is None or r.artifact is None:
+                continue
+            path = Path(r.artifact)
+            if (path / "adapter_config.json").is_file():
+                adapters.append(str(path))
+            else:
+                base, adapters = str(path), []
+        return base, adapters
 
     def stage_merge(self) -> StageResult:
         inputs = _hash(self.inputs_of("grpo") or self.inputs_of("sft"), "merge")
         if hit := self.cached("merge", inputs):
             return hit
         out = self.out / "merged"
-        get_backend(self.backend).merge(self.sft_cfg.model.base, self.adapters(), out)
+        base, adapters = self.merge_inputs()
+        get_backend(self.backend).merge(base, adapters, out)
         return StageResult("merge", str(out), _size(out), inputs=inputs)
 
     def stage_eval(self) -> StageResult:
@@ -160,8 +180,9 @@ class Pipeline:
         data = run_eval(merged, [], qfile, self.cfg.eval, backend=self.backend, device=self.device)
         path = self.out / "eval" / "results.json"
         write_results(data, path)
-        return StageResult("eval", str(path), f"mean reward {data['summary']['mean_reward']:.4f}",
-                           inputs=inputs)  # fmt: skip
+        return StageResult(
+            "eval", str(path), f"mean reward {data['summary']['mean_reward']:.4f}", inputs=inputs
+        )
 
     @property
     def rule(self) -> GateRule:
@@ -191,12 +212,17 @@ class Pipeline:
             return StageResult("publish", None, "skipped: gate failed")
         merged = Path(self.results["merge"].artifact)
         plan = plan_release(
-            merged, Path(self.results["eval"].artifact), self.registry, self.cfg.publish.repo,
-            self.rule, self.evaluator,
-        )  # fmt: skip
+            merged,
+            Path(self.results["eval"].artifact),
+            self.registry,
+            self.cfg.publish.repo,
+            self.rule,
+            self.evaluator,
+        )
         if self.dry_run:
-            self.log(f"dry run: would publish {len(plan.files)} file(s) to {plan.repo}: "
-                     f"{plan.message}")  # fmt: skip
+            self.log(
+                f"dry run: would publish {len(plan.files)} file(s) to {plan.repo}: {plan.message}"
+            )
             return StageResult("publish", None, f"dry run → {plan.repo}")
         if not plan.passed:
             return StageResult("publish", None, "gate failed: " + "; ".join(plan.gate.reasons))
@@ -211,8 +237,9 @@ class Pipeline:
         if hit := self.cached("gguf", inputs):
             return hit
         out = self.out / "gguf"
-        summary = export_and_verify(Path(merged), out, self.cfg.export.quants,
-                                    verify=self.cfg.export.verify)  # fmt: skip
+        summary = export_and_verify(
+            Path(merged), out, self.cfg.export.quants, verify=self.cfg.export.verify
+        )
         return StageResult("gguf", str(out), summary, inputs=inputs)
 
     def stage_publish_gguf(self) -> StageResult:
@@ -269,21 +296,36 @@ def build_pipeline(
     registry: Path | None = None,
     device: str | None = None,
     max_steps: int | None = None,
+    base_model: str | None = None,
     log: Callable[[str], None] = print,
 ) -> Pipeline:
-    """Load the pipeline config and the SFT/GRPO configs it names; wire their paths."""
+    """Load the pipeline config and the SFT/GRPO configs it names; wire their paths.
+
+    `base_model` (the CLI's --model) replaces model.base in both stage configs.
+    """
     from qmd_ft.backend import resolve_name
 
     cfg = load_config(config, overrides)
     out = Path(cfg.pipeline.out)
     data_dir = str(out / "data")
-    sft_cfg = load_config(cfg.pipeline.sft_config, [
-        f"dataset.name={data_dir}", f"model.output={out / 'sft'}",
-    ])  # fmt: skip
-    grpo_cfg = load_config(cfg.pipeline.grpo_config, [
-        f"dataset.name={data_dir}", f"model.output={out / 'grpo'}", f"model.sft={out / 'sft'}",
-        f"model.base={sft_cfg.model.base}",
-    ])  # fmt: skip
+    base = [f"model.base={base_model}"] if base_model else []
+    sft_cfg = load_config(
+        cfg.pipeline.sft_config,
+        [
+            f"dataset.name={data_dir}",
+            f"model.output={out / 'sft'}",
+            *base,
+        ],
+    )
+    grpo_cfg = load_config(
+        cfg.pipeline.grpo_config,
+        [
+            f"dataset.name={data_dir}",
+            f"model.output={out / 'grpo'}",
+            f"model.sft={out / 'sft'}",
+            f"model.base={sft_cfg.model.base}",
+        ],
+    )
     reg_dir = registry or (Path(cfg.publish.registry) if cfg.publish.registry else None)
     if reg_dir is not None:
         reg: Registry = LocalRegistry(reg_dir)
@@ -291,5 +333,15 @@ def build_pipeline(
         from qmd_ft.publish.hub import HubRegistry
 
         reg = HubRegistry()
-    return Pipeline(cfg, sft_cfg, grpo_cfg, resolve_name(backend), out, reg, dry_run=dry_run,
-                    device=device, max_steps=max_steps, log=log)  # fmt: skip
+    return Pipeline(
+        cfg,
+        sft_cfg,
+        grpo_cfg,
+        resolve_name(backend),
+        out,
+        reg,
+        dry_run=dry_run,
+        device=device,
+        max_steps=max_steps,
+        log=log,
+    )

@@ -56,10 +56,13 @@ def make_handler(state: HubState) -> type[BaseHTTPRequestHandler]:
             n = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(n) if n else b""
             state.requests.append(
-                {"method": self.command, "path": self.path,
-                 "headers": {k.lower(): v for k, v in self.headers.items()},
-                 "body": body}
-            )  # fmt: skip
+                {
+                    "method": self.command,
+                    "path": self.path,
+                    "headers": {k.lower(): v for k, v in self.headers.items()},
+                    "body": body,
+                }
+            )
             return body
 
         def _repo_of(self, parts: list[str], start: int) -> str:
@@ -78,16 +81,29 @@ def make_handler(state: HubState) -> type[BaseHTTPRequestHandler]:
                     return self._not_found("RepoNotFound")
                 files = state.repos[repo]
                 if parts[4] == "tree":
-                    return self._send(200, [
-                        {"type": "file", "path": p, "size": len(b),
-                         "oid": hashlib.sha1(b).hexdigest()}
-                        for p, b in sorted(files.items())
-                    ])  # fmt: skip
+                    return self._send(
+                        200,
+                        [
+                            {
+                                "type": "file",
+                                "path": p,
+                                "size": len(b),
+                                "oid": hashlib.sha1(b).hexdigest(),
+                            }
+                            for p, b in sorted(files.items())
+                        ],
+                    )
                 if parts[4] == "revision":
-                    return self._send(200, {
-                        "id": repo, "modelId": repo, "sha": _sha(files), "private": False,
-                        "siblings": [{"rfilename": p} for p in sorted(files)],
-                    })  # fmt: skip
+                    return self._send(
+                        200,
+                        {
+                            "id": repo,
+                            "modelId": repo,
+                            "sha": _sha(files),
+                            "private": False,
+                            "siblings": [{"rfilename": p} for p in sorted(files)],
+                        },
+                    )
             return self._resolve()
 
         def _resolve(self) -> None:
@@ -100,10 +116,14 @@ def make_handler(state: HubState) -> type[BaseHTTPRequestHandler]:
                 data = state.repos[repo].get(name)
                 if data is None:
                     return self._not_found("EntryNotFound")
-                return self._send(200, data, {
-                    "ETag": f'"{hashlib.sha1(data).hexdigest()}"',
-                    "X-Repo-Commit": _sha(state.repos[repo]),
-                })  # fmt: skip
+                return self._send(
+                    200,
+                    data,
+                    {
+                        "ETag": f'"{hashlib.sha1(data).hexdigest()}"',
+                        "X-Repo-Commit": _sha(state.repos[repo]),
+                    },
+                )
             return self._not_found("NotFound")
 
         def do_POST(self) -> None:
@@ -128,10 +148,15 @@ def make_handler(state: HubState) -> type[BaseHTTPRequestHandler]:
                     return self._not_found("RepoNotFound")
                 if parts[4] == "preupload":
                     files = json.loads(body)["files"]
-                    return self._send(200, {"files": [
-                        {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
-                        for f in files
-                    ]})  # fmt: skip
+                    return self._send(
+                        200,
+                        {
+                            "files": [
+                                {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                                for f in files
+                            ]
+                        },
+                    )
                 if parts[4] == "commit":
                     header = None
                     for line in body.splitlines():
@@ -143,8 +168,14 @@ def make_handler(state: HubState) -> type[BaseHTTPRequestHandler]:
                             state.repos[repo][v["path"]] = base64.b64decode(v["content"])
                     state.commits.setdefault(repo, []).append(header["summary"] if header else "")
                     oid = _sha(state.repos[repo])
-                    return self._send(200, {"commitUrl": f"http://{self.headers['Host']}/{repo}/commit/{oid}",
-                                            "commitOid": oid, "pullRequestUrl": None})  # fmt: skip
+                    return self._send(
+                        200,
+                        {
+                            "commitUrl": f"http://{self.headers['Host']}/{repo}/commit/{oid}",
+                            "commitOid": oid,
+                            "pullRequestUrl": None,
+                        },
+                    )
             return self._not_found("NotFound")
 
     return Handler

@@ -18,8 +18,14 @@ def test_original_sft_config_values() -> None:
     assert cfg.lora is not None
     assert (cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout) == (16, 32, 0.0)
     assert cfg.lora.target_modules == [
-        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
-    ]  # fmt: skip
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    ]
     t = cfg.training
     assert (t.epochs, t.batch_size, t.gradient_accumulation_steps) == (5, 4, 4)
     assert t.learning_rate == pytest.approx(2e-4)

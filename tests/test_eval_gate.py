@@ -49,14 +49,23 @@ def test_evaluate_scores_each_completion_in_order(tmp_path: Path) -> None:
         return [GOOD, "<|im_start|>leak"][: len(prompts)] if len(prompts) == 2 else [GOOD]
 
     rows = evaluate(generate, queries, EvalConfig(batch_size=2))
-    assert seen[0][0].endswith("Expand this search query: docker volumes<|im_end|>\n"
-                               "<|im_start|>assistant\n")  # fmt: skip
+    assert seen[0][0].endswith(
+        "Expand this search query: docker volumes<|im_end|>\n<|im_start|>assistant\n"
+    )
     assert rows[0]["reward"] == reward.score("docker volumes", GOOD).reward
     assert rows[1]["rating"] == "Failed" and rows[1]["category"] == "Short"
     qfile = tmp_path / "q.txt"
     qfile.write_text("# Technical\ndocker volumes\n")
-    doc = build_results(rows, model="m", adapters=[], queries_file=qfile, gen=EvalConfig(),
-                        backend="cuda", device="cpu", seconds=1.0)  # fmt: skip
+    doc = build_results(
+        rows,
+        model="m",
+        adapters=[],
+        queries_file=qfile,
+        gen=EvalConfig(),
+        backend="cuda",
+        device="cpu",
+        seconds=1.0,
+    )
     s = doc["summary"]
     assert s["n"] == 2 and s["ratings"]["Failed"] == 1
     assert s["mean_reward"] == pytest.approx((rows[0]["reward"] + 0) / 2, abs=1e-6)
@@ -137,12 +146,23 @@ def test_score_results_rescores_saved_completions(tmp_path: Path) -> None:
     qfile = tmp_path / "q.txt"
     qfile.write_text("docker volumes\n")
     row = score_row(Query("docker volumes", "T", 1), GOOD) | {"reward": 0.1}
-    doc = build_results([row], model="m", adapters=[], queries_file=qfile, gen=EvalConfig(),
-                        backend="cuda", device="cpu", seconds=1.0)  # fmt: skip
+    doc = build_results(
+        [row],
+        model="m",
+        adapters=[],
+        queries_file=qfile,
+        gen=EvalConfig(),
+        backend="cuda",
+        device="cpu",
+        seconds=1.0,
+    )
     path = tmp_path / "r.json"
     write_results(doc, path)
-    out = subprocess.run([sys.executable, "-m", "qmd_ft", "score", "--results", str(path),
-                          "--json"], capture_output=True, text=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "qmd_ft", "score", "--results", str(path), "--json"],
+        capture_output=True,
+        text=True,
+    )
     again = json.loads(out.stdout)
     assert again["results"][0]["reward"] == reward.score("docker volumes", GOOD).reward
     assert again["rescored"]["rows_changed"] == 1

@@ -32,12 +32,26 @@ def make_results(tmp: Path, model: Path, reward: float, name: str) -> Path:
     qfile = tmp / "queries.txt"
     qfile.write_text("# T\n" + "\n".join(f"q{i}" for i in range(20)) + "\n")
     rows = [
-        {"query": f"q{i}", "category": "T", "completion": "lex: a", "reward": reward,
-         "percentage": reward * 100, "rating": "Good"}
+        {
+            "query": f"q{i}",
+            "category": "T",
+            "completion": "lex: a",
+            "reward": reward,
+            "percentage": reward * 100,
+            "rating": "Good",
+        }
         for i in range(20)
-    ]  # fmt: skip
-    doc = build_results(rows, model=str(model), adapters=[], queries_file=qfile,
-                        gen=EvalConfig(), backend="cuda", device="cpu", seconds=0.1)  # fmt: skip
+    ]
+    doc = build_results(
+        rows,
+        model=str(model),
+        adapters=[],
+        queries_file=qfile,
+        gen=EvalConfig(),
+        backend="cuda",
+        device="cpu",
+        seconds=0.1,
+    )
     doc["results"] = rows
     path = tmp / name
     write_results(doc, path)
@@ -47,8 +61,10 @@ def make_results(tmp: Path, model: Path, reward: float, name: str) -> Path:
 def publish(*args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "qmd_ft", "publish", *args],
-        capture_output=True, text=True, env={**os.environ, **(env or {})},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_repo_names() -> None:
@@ -105,8 +121,12 @@ def test_hub_publish_with_real_client(tmp_path: Path) -> None:
     gguf.mkdir()
     (gguf / "model-q4_k_m.gguf").write_bytes(b"GGUF" + b"\0" * 32)
     with FakeHub() as hub:
-        env = {"HF_ENDPOINT": hub.url, "HF_TOKEN": TOKEN, "HF_HOME": str(tmp_path / "hf"),
-               "HF_HUB_DISABLE_XET": "1"}  # fmt: skip
+        env = {
+            "HF_ENDPOINT": hub.url,
+            "HF_TOKEN": TOKEN,
+            "HF_HOME": str(tmp_path / "hf"),
+            "HF_HUB_DISABLE_XET": "1",
+        }
         out = publish("--model", str(m1), "--eval", str(r1), "--gguf", str(gguf), env=env)
         assert out.returncode == 0, out.stderr
         files = hub.state.repos[REPO]

@@ -15,6 +15,7 @@ from qmd_ft.cli import (
     eval_cmd,
     model_cmd,
     pending,
+    pipeline_cmd,
     score_cmd,
     train_cmd,
 )
@@ -57,8 +58,8 @@ app.command("merge")(pending.merge)
 app.command("eval")(eval_cmd.eval_)
 app.command("compare")(eval_cmd.compare_cmd)
 app.command("publish")(eval_cmd.publish)
-app.command("pipeline")(pending.pipeline)
-app.command("demo")(pending.demo)
+app.command("pipeline")(pipeline_cmd.pipeline)
+app.command("demo")(pipeline_cmd.demo)
 app.command("bench")(pending.bench)
 
 

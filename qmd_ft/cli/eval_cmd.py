@@ -27,9 +27,13 @@ def _config(path: Path | None, overrides: list[str] | None) -> Config:
 
 def _progress(total: int, label: str) -> Progress:
     progress = Progress(
-        TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err_console, transient=True,
-    )  # fmt: skip
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
     progress.add_task(label, total=total)
     return progress
 
@@ -41,10 +45,13 @@ def print_results(data: dict[str, Any], verbose: bool) -> None:
         table.add_column(col, overflow="fold")
     for r in data["results"]:
         table.add_row(
-            r["category"], r["query"],
+            r["category"],
+            r["query"],
             *(str(r[k]) for k in ("format", "diversity", "hyde", "quality", "entity")),
-            str(r["think_bonus"]), f"{r['percentage']:.1f}", r["rating"],
-        )  # fmt: skip
+            str(r["think_bonus"]),
+            f"{r['percentage']:.1f}",
+            r["rating"],
+        )
     console.print(table)
     if verbose:
         for r in data["results"]:
@@ -55,8 +62,10 @@ def print_results(data: dict[str, Any], verbose: bool) -> None:
             plain("  " + r["completion"].replace("\n", "\n  "))
     s = data["summary"]
     hist = ", ".join(f"{k} {v}" for k, v in s["ratings"].items())
-    console.print(f"mean reward {s['mean_reward']:.4f} ({s['mean_percentage']:.1f}%) on {s['n']} "
-                  f"queries; {hist}")  # fmt: skip
+    console.print(
+        f"mean reward {s['mean_reward']:.4f} ({s['mean_percentage']:.1f}%) on {s['n']} "
+        f"queries; {hist}"
+    )
     cats = Table(title="per category")
     cats.add_column("category")
     cats.add_column("mean reward")
@@ -90,9 +99,15 @@ def eval_(
     with _progress(len(qs), "generating") as progress:
         task = progress.tasks[0].id
         data = run_eval(
-            model, list(adapter or []), qfile, cfg.eval, backend=backend, device=device,
-            on_batch=lambda n: progress.advance(task, n), queries=qs,
-        )  # fmt: skip
+            model,
+            list(adapter or []),
+            qfile,
+            cfg.eval,
+            backend=backend,
+            device=device,
+            on_batch=lambda n: progress.advance(task, n),
+            queries=qs,
+        )
     if out:
         write_results(data, out)
     if json_:
@@ -111,8 +126,12 @@ def print_gate(result: GateResult) -> None:
     for row in result.per_query:
         if row["delta"]:
             style = "green" if row["delta"] > 0 else "red"
-            table.add_row(row["query"], str(row["candidate"]), str(row["baseline"]),
-                          f"[{style}]{row['delta']:+.2f}[/{style}]")  # fmt: skip
+            table.add_row(
+                row["query"],
+                str(row["candidate"]),
+                str(row["baseline"]),
+                f"[{style}]{row['delta']:+.2f}[/{style}]",
+            )
     console.print(table)
     lo, hi = result.ci
     console.print(
@@ -175,9 +194,16 @@ def publish(
     dest = repo or cfg.publish.repo
 
     plan = plan_release(
-        model, eval_results, reg, dest, _rule(cfg), harness_evaluator(backend, cfg.eval),
-        gguf_dir=gguf, gguf_repo=cfg.publish.gguf_repo, force_name=force,
-    )  # fmt: skip
+        model,
+        eval_results,
+        reg,
+        dest,
+        _rule(cfg),
+        harness_evaluator(backend, cfg.eval),
+        gguf_dir=gguf,
+        gguf_repo=cfg.publish.gguf_repo,
+        force_name=force,
+    )
     console.print(f"baseline: {plan.baseline_source}")
     if plan.gate:
         print_gate(plan.gate)
@@ -192,8 +218,10 @@ def publish(
             raise typer.Exit(1)
         return
     commits = execute(plan, reg)
-    console.print(f"published {plan.repo} ({commits[0]})" +
-                  (f" and {plan.gguf_repo} ({commits[1]})" if plan.gguf_repo else ""))  # fmt: skip
+    console.print(
+        f"published {plan.repo} ({commits[0]})"
+        + (f" and {plan.gguf_repo} ({commits[1]})" if plan.gguf_repo else "")
+    )
 
 
 def _registry(local: Path | None):

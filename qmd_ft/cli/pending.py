@@ -27,30 +27,6 @@ def merge(
     not_available("merge", 3)
 
 
-def pipeline(
-    config: Annotated[Path, typer.Option()],
-    backend: Annotated[str, typer.Option()] = "auto",
-    dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
-) -> None:
-    """QMD's release checklist end to end, resumable stage by stage.
-
-    Example: qmd-ft pipeline --config configs/pipeline.yaml --dry-run
-    """
-    not_available("pipeline", 9)
-
-
-def demo(
-    backend: Annotated[str, typer.Option()] = "auto",
-    out: Annotated[Path, typer.Option()] = Path("outputs/demo"),
-    json_: Json = False,
-) -> None:
-    """Train, gate and export the tiny model offline in minutes: the whole job, small.
-
-    Example: qmd-ft demo
-    """
-    not_available("demo", 9)
-
-
 def bench(
     backend: Annotated[str, typer.Option()] = "cuda",
     model_shape: Annotated[str, typer.Option()] = "qwen3-1.7b",

@@ -82,8 +82,14 @@ def render_card(
     if gguf_files is not None:
         parts += ["## Files", "", *(f"- `{f}`" for f in gguf_files), ""]
     if training:
-        parts += ["## Training", "", "```yaml", yaml.safe_dump(training, sort_keys=False).rstrip(),
-                  "```", ""]  # fmt: skip
+        parts += [
+            "## Training",
+            "",
+            "```yaml",
+            yaml.safe_dump(training, sort_keys=False).rstrip(),
+            "```",
+            "",
+        ]
     parts += [
         "## Provenance",
         "",

@@ -1,0 +1,90 @@
+"""`qmd-ft pipeline` and `qmd-ft demo`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from qmd_ft.cli.common import console, err_console, plain, print_json
+from qmd_ft.pipeline import StageResult, build_pipeline
+
+
+def _stage_line(result: StageResult) -> None:
+    tag = "skipped (unchanged)" if result.skipped else f"{result.seconds:.1f}s"
+    err_console.print(f"[bold]{result.name}[/bold]: {result.key} ({tag})", soft_wrap=True)
+
+
+def _table(stages: list[StageResult], title: str) -> Table:
+    table = Table(title=title)
+    for col in ("stage", "time", "key number", "artifact"):
+        table.add_column(col, overflow="fold")
+    for s in stages:
+        table.add_row(
+            s.name, "skipped" if s.skipped else f"{s.seconds:.1f}s", s.key, s.artifact or ""
+        )
+    return table
+
+
+def pipeline(
+    config: Annotated[Path, typer.Option(help="Pipeline config.")] = Path("configs/pipeline.yaml"),
+    backend: Annotated[str, typer.Option(help="auto, cuda or mlx.")] = "auto",
+    device: Annotated[str | None, typer.Option(help="cpu or cuda.")] = None,
+    model: Annotated[str | None, typer.Option(help="Overrides model.base of both stages.")] = None,
+    registry: Annotated[
+        Path | None, typer.Option(help="Local registry instead of the Hub.")
+    ] = None,
+    max_steps: Annotated[int | None, typer.Option(min=1)] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="key.path=value")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Everything but uploads.")] = False,
+) -> None:
+    """QMD's release checklist end to end, resumable stage by stage.
+
+    Example: qmd-ft pipeline --config configs/pipeline.yaml --backend cuda --dry-run
+    """
+    pipe = build_pipeline(
+        config,
+        set_,
+        backend,
+        dry_run=dry_run,
+        registry=registry,
+        device=device,
+        max_steps=max_steps,
+        base_model=model,
+        log=plain,
+    )
+    done: list[StageResult] = []
+
+    def on_stage(result: StageResult) -> None:
+        done.append(result)
+        _stage_line(result)
+
+    pipe.run(pipe.cfg.pipeline.stages, on_stage)
+    console.print(_table(done, f"pipeline ({pipe.backend}) → {pipe.out}"))
+
+
+def demo(
+    backend: Annotated[str, typer.Option(help="auto, cuda or mlx.")] = "auto",
+    out: Annotated[Path, typer.Option(help="Where everything goes.")] = Path("outputs/demo"),
+    json_: Annotated[bool, typer.Option("--json", help="End with a JSON summary.")] = False,
+) -> None:
+    """Train, gate and export the tiny model offline in minutes: the whole job, small.
+
+    Example: qmd-ft demo
+    """
+    from qmd_ft.demo import run_demo
+
+    report = run_demo(out, backend, log=plain, on_stage=_stage_line)
+    if json_:
+        print_json(report.to_dict())
+        return
+    console.print(_table(report.stages, "demo pipeline"))
+    table = Table(title="before / after (mean reward on evals/queries.txt)")
+    table.add_column("model")
+    table.add_column("mean reward")
+    table.add_row("untrained tiny Qwen3", f"{report.score_before:.4f}")
+    table.add_row("after SFT + GRPO", f"{report.score_after:.4f}")
+    console.print(table)
+    console.print(f"demo finished in {report.seconds:.0f}s; artifacts under {out}/")
