@@ -1,19 +1,35 @@
-"""`qmd-ft data …`: validate, prepare, stats, variants (clean/generate/import-hf later)."""
+"""`qmd-ft data …`: validate, prepare, stats, variants, clean, generate, import-hf."""
 
 from __future__ import annotations
 
 import json
 import os
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from qmd_ft.cli.common import console, err_console, not_available, plain, print_json
+from qmd_ft.cli.common import console, err_console, plain, print_json
+from qmd_ft.data.clean import clean
+from qmd_ft.data.generate import (
+    CATEGORIES,
+    DEFAULT_MIN_SCORE,
+    GenerateStats,
+    Verdict,
+    check_categories,
+    generate,
+    make_client,
+)
+from qmd_ft.data.import_hf import columns, import_rows, load_rows, resolve_mapping
 from qmd_ft.data.prepare import DataErrors, prepare
 from qmd_ft.data.reader import DEFAULT_GLOB, resolve_paths
 from qmd_ft.data.stats import compute_stats
+from qmd_ft.data.term_senses import load_senses
 from qmd_ft.data.validate import read_all, validate
 from qmd_ft.data.variants import only_variants
 from qmd_ft.errors import UserError
@@ -124,58 +140,237 @@ def variants_cmd(
     if bad:
         raise UserError(f"--types: {', '.join(bad)} not one of lex, vec, hyde")
     files = resolve_paths(paths)
-    if any(out.resolve() == f.resolve() for f in files):
-        raise UserError(f"{out}: refusing to overwrite an input file")
+    _refuse_input_as_output(out, files)
     result = read_all(files)
     if result.errors:
         for p in result.errors:
             plain(str(p))
         raise UserError(f"{len(result.errors)} invalid line(s) in the inputs")
     records = [v.to_record() for r in result.rows for v in only_variants(r.example, wanted)]
+    _write_jsonl(out, records)
+    console.print(f"{len(records)} variant(s) from {len(result.rows)} example(s) → {out}")
+
+
+def _refuse_input_as_output(out: Path, inputs: list[Path]) -> None:
+    """Outputs go to a new file: rewriting an input in place loses it if the run goes wrong."""
+    if any(out.resolve() == f.resolve() for f in inputs):
+        raise UserError(f"{out}: refusing to overwrite an input file")
+
+
+def _write_jsonl(out: Path, records: list[dict[str, str]]) -> None:
+    """Write all records through a temporary file, so OUT is either complete or untouched."""
     tmp = out.with_name(out.name + ".tmp")
     out.parent.mkdir(parents=True, exist_ok=True)
     with tmp.open("w", encoding="utf-8", newline="\n") as f:
         for rec in records:
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
     os.replace(tmp, out)
-    console.print(f"{len(records)} variant(s) from {len(result.rows)} example(s) → {out}")
+
+
+def _counts(counter: Counter[str]) -> str:
+    """`a: 2, b: 1` (most common first), or nothing for an empty counter."""
+    return ", ".join(f"{k}: {n}" for k, n in counter.most_common())
+
+
+@contextmanager
+def _progress(description: str, total: int | None) -> Iterator[Progress]:
+    """A progress bar on stderr that disappears when done (stdout keeps only the report)."""
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
+    with progress:
+        progress.add_task(description, total=total)
+        yield progress
 
 
 @app.command("clean")
 def clean_cmd(
-    paths: Annotated[list[str], typer.Argument()],
-    fix: Annotated[bool, typer.Option("--fix")] = False,
-    out: Annotated[Path | None, typer.Option("-o", "--out")] = None,
+    paths: Annotated[list[str], typer.Argument(help="Files, dirs or globs.")],
+    fix: Annotated[
+        bool, typer.Option("--fix", help="Write kept and corrected rows to -o (never in place).")
+    ] = False,
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="Output JSONL for --fix.")] = None,
+    terms: Annotated[
+        Path | None, typer.Option("--terms", help="Extra term senses (YAML, same shape).")
+    ] = None,
 ) -> None:
-    """Flag expansions that misread a technical term (gem → gemstone).
+    """Flag expansions that misread a technical term (gem → gemstone); exit 1 on findings.
+
+    A term counts as technical when the query's other words say so ("ruby gem install").
+    --fix drops the misread lines (or the row, when what is left is not a valid example).
 
     Example: qmd-ft data clean data/*.jsonl --fix -o data/cleaned.jsonl
     """
-    not_available("data clean", 10)
+    if fix and out is None:
+        raise UserError("--fix needs -o OUT: clean never rewrites its input")
+    if out is not None and not fix:
+        raise UserError("-o is only written with --fix")
+    files = resolve_paths(paths)
+    if out is not None:
+        _refuse_input_as_output(out, files)
+    senses = load_senses(terms)
+    total = sum(f.read_bytes().count(b"\n") for f in files)
+    with _progress("cleaning", total) as bar:
+        result = clean(files, senses, on_item=lambda: bar.advance(bar.task_ids[0]))
+    for p in result.findings:
+        plain(str(p))
+    n = sum(result.outcomes.values())
+    dropped = result.outcomes["dropped"]
+    why = f" ({_counts(result.drop_reasons)})" if dropped else ""
+    summary = (
+        f"{n} row(s) in {len(files)} file(s), {len(result.findings)} finding(s): "
+        f"{result.outcomes['kept']} kept, {result.outcomes['fixed']} fixed, {dropped} dropped{why}"
+    )
+    if out is not None:
+        _write_jsonl(out, result.records)
+        for p in result.dropped:
+            plain(str(p))
+        console.print(f"{summary} → {len(result.records)} row(s) in {out}", soft_wrap=True)
+        return
+    style = "red" if result.findings else "green"
+    console.print(f"{summary} (with --fix)", style=style, markup=False, soft_wrap=True)
+    if result.findings:
+        raise typer.Exit(1)
 
 
 @app.command("generate")
 def generate_cmd(
-    count: Annotated[int, typer.Option("--count")],
-    out: Annotated[Path, typer.Option("-o", "--out")],
-    provider: Annotated[str, typer.Option()] = "anthropic",
-    base_url: Annotated[str | None, typer.Option("--base-url")] = None,
+    count: Annotated[
+        int, typer.Option("--count", min=1, help="Target examples in OUT (a rerun continues).")
+    ],
+    out: Annotated[Path, typer.Option("-o", "--out", help="JSONL to append to.")],
+    provider: Annotated[str, typer.Option(help="anthropic or openai (any compatible server).")] = (
+        "anthropic"
+    ),
+    model: Annotated[str | None, typer.Option(help="Model name (default per provider).")] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option("--base-url", help="Endpoint: OpenAI-style ends in /v1, Anthropic's not."),
+    ] = None,
+    category: Annotated[
+        list[str] | None,
+        typer.Option(help=f"Repeatable; default all: {', '.join(CATEGORIES)}."),
+    ] = None,
+    min_score: Annotated[
+        float, typer.Option("--min-score", min=0, max=100, help="Reject answers scoring below.")
+    ] = DEFAULT_MIN_SCORE,
+    seed: Annotated[int, typer.Option(help="Order in which template queries are drawn.")] = 0,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds per request.")] = 60.0,
+    retries: Annotated[
+        int, typer.Option(min=0, help="Retries per request (429/5xx/timeouts).")
+    ] = 5,
+    terms: Annotated[
+        Path | None, typer.Option("--terms", help="Extra term senses (see `data clean`).")
+    ] = None,
 ) -> None:
-    """Ask an LLM for new validated examples.
+    """Ask an LLM to expand template queries; keep only answers that pass schema and reward.
+
+    The API key comes from ANTHROPIC_API_KEY / OPENAI_API_KEY (optional with --base-url).
+    Each kept example is appended and synced at once: an interrupted run leaves a valid file,
+    and running the same command again continues to --count.
 
     Example: qmd-ft data generate --count 50 --provider openai --base-url URL -o data/new.jsonl
     """
-    not_available("data generate", 10)
+    categories = category or list(CATEGORIES)
+    check_categories(categories)
+    senses = load_senses(terms)
+    client = make_client(
+        provider,
+        model,
+        base_url,
+        timeout=timeout,
+        retries=retries,
+        notify=lambda msg: err_console.print(f"retry: {msg}", markup=False),
+    )
+    stats = GenerateStats()
+    with _progress("generating", count) as bar:
+
+        def on_result(query: str, verdict: Verdict) -> None:
+            if verdict.record is None:
+                plain(f"rejected {query!r}: {verdict.reason}: {verdict.detail}")
+            bar.update(bar.task_ids[0], completed=stats.total)
+
+        try:
+            generate(
+                client,
+                out,
+                count,
+                categories,
+                min_score=min_score,
+                seed=seed,
+                senses=senses,
+                stats=stats,
+                on_result=on_result,
+            )
+        except KeyboardInterrupt:
+            stats.stopped = "interrupted"
+        except UserError:
+            _generate_summary(stats, out)
+            raise
+    _generate_summary(stats, out)
+    if stats.stopped == "interrupted":
+        err_console.print(f"interrupted: {out} is valid; run again to continue", soft_wrap=True)
+        raise typer.Exit(130)
+    if stats.stopped:
+        raise UserError(f"{stats.stopped}; run again to continue")
+
+
+def _generate_summary(stats: GenerateStats, out: Path) -> None:
+    """Printed however the run ended, so an aborted run still says what it wrote."""
+    rejected = sum(stats.rejected.values())
+    why = f" ({_counts(stats.rejected)})" if rejected else ""
+    if stats.repaired_tail:
+        err_console.print(
+            f"{out}: removed an incomplete last line left by an interrupted run", soft_wrap=True
+        )
+    console.print(
+        f"{stats.requests} answer(s) requested: {stats.kept} kept, {rejected} rejected{why}; "
+        f"{out} holds {stats.total}/{stats.target} example(s)",
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 @app.command("import-hf")
 def import_hf_cmd(
-    dataset: str,
-    out: Annotated[Path, typer.Option("-o", "--out")],
-    split: Annotated[str, typer.Option()] = "train",
+    dataset: Annotated[str, typer.Argument(help="Hub id, saved dataset dir, data dir or file.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output JSONL.")],
+    split: Annotated[str, typer.Option(help="Split to read (hub ids and saved dataset dicts).")] = (
+        "train"
+    ),
+    query_field: Annotated[
+        str | None, typer.Option("--query-field", help="Column holding the query.")
+    ] = None,
+    output_field: Annotated[
+        str | None,
+        typer.Option("--output-field", help="Column holding the expansion (text or per type)."),
+    ] = None,
 ) -> None:
     """Turn a Hugging Face dataset of queries/expansions into our schema.
 
+    Every row is written or listed with its index and why it was skipped.
+
     Example: qmd-ft data import-hf user/dataset --split train -o data/imported.jsonl
     """
-    not_available("data import-hf", 10)
+    source = Path(dataset)
+    if source.exists():
+        _refuse_input_as_output(out, [source])
+    rows = load_rows(dataset, split)
+    mapping = resolve_mapping(columns(rows), query_field, output_field)
+    err_console.print(mapping.describe(), markup=False)
+    with _progress("importing", len(rows)) as bar:
+        result = import_rows(rows, mapping, on_row=lambda: bar.advance(bar.task_ids[0]))
+    for index, reason in result.skipped:
+        plain(f"row {index}: skipped: {reason}")
+    skipped = len(result.skipped)
+    why = f" ({_counts(result.reasons)})" if skipped else ""
+    summary = f"{result.rows} row(s): {len(result.records)} imported, {skipped} skipped{why}"
+    if not result.records:
+        raise UserError(f"{summary}: nothing to write")
+    _write_jsonl(out, result.records)
+    console.print(f"{summary} → {out}", markup=False, soft_wrap=True)
