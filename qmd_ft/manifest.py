@@ -32,7 +32,8 @@ PACKAGES = (
     "llama-cpp-python",
     "huggingface_hub",
 )
-SECRET_HINTS = ("token", "secret", "password", "api_key")
+SECRET_SUFFIXES = ("token", "secret", "password", "api_key")
+"""A key that is or ends in one of these names a credential (`hf_token`, not `max_new_tokens`)."""
 
 
 def package_versions() -> dict[str, str]:
@@ -84,7 +85,7 @@ def dir_sha256(path: Path) -> str:
 def _check_no_secrets(obj: Any, where: str = "") -> None:
     if isinstance(obj, dict):
         for k, v in obj.items():
-            if any(h in str(k).lower() for h in SECRET_HINTS) and v:
+            if str(k).lower().endswith(SECRET_SUFFIXES) and v:
                 raise ValueError(f"refusing to write a secret-like key into a manifest: {where}{k}")
             _check_no_secrets(v, f"{where}{k}.")
     elif isinstance(obj, list):

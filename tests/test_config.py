@@ -87,3 +87,13 @@ def test_invalid_yaml_reports_line(tmp_path: Path) -> None:
 def test_missing_file() -> None:
     with pytest.raises(UserError, match="config file not found"):
         load_config("nope.yaml")
+
+
+def test_manifest_refuses_secret_keys_only(tmp_path: Path) -> None:
+    from qmd_ft.manifest import read_manifest, write_manifest
+
+    cfg = load_config(ROOT / "configs/sft.yaml").model_dump(mode="json")
+    write_manifest(tmp_path / "a", "sft", config=cfg)  # eval.max_new_tokens is no secret
+    assert read_manifest(tmp_path / "a")["config"]["eval"]["max_new_tokens"] == 200
+    with pytest.raises(ValueError, match="secret-like key"):
+        write_manifest(tmp_path / "b", "sft", extra={"auth": {"hf_token": "hf_x"}})
