@@ -1,0 +1,111 @@
+"""Loading models for the mlx backend: a base checkpoint with stacked adapters, and fresh LoRA.
+
+A "stack" is what the config calls `model.base` plus `model.adapters` (and, for GRPO, the SFT
+result): each PEFT adapter is applied and fused into the weights in order, so the next adapter,
+or a fresh LoRA for training, sits on plain linear layers exactly as it did when it was trained.
+A full model directory in the stack (the output of full fine-tuning) replaces what came before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from qmd_ft.errors import UserError
+
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.jinja", "tokenizer.model"]
+
+
+def use_device(device: str | None) -> None:
+    """Pick mlx's default device: `cpu`, or the accelerator for `gpu`/`cuda`/`mps`/`metal`."""
+    if device is None:
+        return
+    if device == "cpu":
+        mx.set_default_device(mx.cpu)
+    elif device in ("gpu", "cuda", "mps", "metal"):
+        if not mx.is_available(mx.gpu):
+            raise UserError(f"--device {device}: this mlx build has no GPU (mlx[cpu]); use cpu")
+        mx.set_default_device(mx.gpu)
+    else:
+        raise UserError(f"--device {device!r}: the mlx backend takes cpu or gpu")
+
+
+def model_dir(ref: str | Path) -> Path:
+    """The local directory of a model or adapter: the path itself, else its Hub snapshot."""
+    path = Path(ref)
+    if path.exists():
+        return path
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(str(ref), allow_patterns=HUB_PATTERNS))
+    except Exception as e:  # the Hub raises many types; all mean "cannot get it"
+        raise UserError(f"model {ref!r}: not a local path and not downloadable ({e})") from e
+
+
+def is_adapter(path: Path) -> bool:
+    """True for an adapter directory (PEFT or mlx-lm), False for a full model."""
+    return (path / "adapter_config.json").is_file()
+
+
+def load_stack(base: str, adapters: Sequence[str] = ()) -> tuple[nn.Module, Any, Path]:
+    """Load `base`, then apply and fuse each adapter in order.
+
+    Returns the model (plain linear layers, no LoRA left), mlx-lm's tokenizer wrapper, and the
+    directory whose config and tokenizer files describe the result.
+    """
+    from mlx_lm.utils import load
+
+    from backends.mlx.adapters import apply_adapter
+    from backends.mlx.fuse import fuse_lora
+
+    dirs = [model_dir(ref) for ref in [base, *adapters]]
+    full_models = [i for i, d in enumerate(dirs) if not is_adapter(d)]
+    if not full_models:
+        raise UserError(f"{base}: is an adapter, not a model; give the base model first")
+    start = full_models[-1]
+    model, tokenizer = load(str(dirs[start]))
+    for adapter in dirs[start + 1 :]:
+        apply_adapter(model, adapter)
+        fuse_lora(model)
+    return model, tokenizer, dirs[start]
+
+
+def lora_keys(model: nn.Module, target_modules: Sequence[str]) -> list[str]:
+    """Layer-relative paths (`self_attn.q_proj`) of the linear layers PEFT would target.
+
+    PEFT matches a target name against the end of each module's path; mlx-lm wants the paths
+    inside one transformer block, which are the same in every block.
+    """
+    targets = set(target_modules)
+    keys = [
+        name
+        for name, module in model.layers[0].named_modules()
+        if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in targets
+    ]
+    found = {k.rsplit(".", 1)[-1] for k in keys}
+    if missing := sorted(targets - found):
+        raise UserError(f"lora.target_modules: {missing} match no linear layer of the model")
+    return sorted(keys)
+
+
+def add_lora(
+    model: nn.Module, keys: Sequence[str], rank: int, scale: float, dropout: float
+) -> None:
+    """Freeze the model and wrap the `keys` linears of every block in LoRA layers.
+
+    mlx-lm's `scale` multiplies the low-rank product directly: it equals PEFT's
+    `lora_alpha / r`, not alpha itself.
+    """
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+
+    model.freeze()
+    linear_to_lora_layers(
+        model,
+        len(model.layers),
+        {"rank": rank, "scale": scale, "dropout": dropout, "keys": list(keys)},
+    )
