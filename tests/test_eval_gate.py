@@ -166,3 +166,40 @@ def test_score_results_rescores_saved_completions(tmp_path: Path) -> None:
     again = json.loads(out.stdout)
     assert again["results"][0]["reward"] == reward.score("docker volumes", GOOD).reward
     assert again["rescored"]["rows_changed"] == 1
+
+
+def retrieval_doc(recall10: float) -> dict:
+    """A minimal `eval --retrieval` document with the model system's mean metrics."""
+    return {"systems": {"model": {"mean": {"recall@10": recall10, "mrr": 0.5}}}}
+
+
+def test_retrieval_rule_blocks_regressions(tmp_path: Path) -> None:
+    from qmd_ft.gate import retrieval_reasons
+
+    assert retrieval_reasons(retrieval_doc(0.80), retrieval_doc(0.80)) == []
+    assert retrieval_reasons(retrieval_doc(0.79), retrieval_doc(0.80), max_drop=0.02) == []
+    (reason,) = retrieval_reasons(retrieval_doc(0.70), retrieval_doc(0.80))
+    assert "recall@10 0.7000 < deployed 0.8000" in reason
+    with pytest.raises(UserError, match="not a retrieval results file"):
+        retrieval_reasons({}, retrieval_doc(0.8))
+    qs = [f"q{i}" for i in range(30)]
+    base, cand = tmp_path / "b.json", tmp_path / "c.json"
+    base.write_text(json.dumps(results_doc(dict.fromkeys(qs, 0.4), tmp_path)))
+    cand.write_text(json.dumps(results_doc(dict.fromkeys(qs, 0.6), tmp_path)))
+    rb, rc = tmp_path / "rb.json", tmp_path / "rc.json"
+    rb.write_text(json.dumps(retrieval_doc(0.9)))
+    rc.write_text(json.dumps(retrieval_doc(0.5)))
+    run = [
+        sys.executable,
+        "-m",
+        "qmd_ft",
+        "compare",
+        str(cand),
+        str(base),
+        "--retrieval-candidate",
+        str(rc),
+        "--retrieval-baseline",
+        str(rb),
+    ]
+    out = subprocess.run(run, capture_output=True, text=True)
+    assert out.returncode == 1 and "retrieval recall@10" in out.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,7 +14,7 @@ from qmd_ft.cli.common import console, err_console, plain, print_json
 from qmd_ft.config import Config, load_config
 from qmd_ft.errors import UserError
 from qmd_ft.evaluation import load_results, run_eval, write_results
-from qmd_ft.gate import GateResult, GateRule, compare
+from qmd_ft.gate import GateResult, GateRule, compare, retrieval_reasons
 from qmd_ft.queries import read_queries
 
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
@@ -91,9 +92,10 @@ def eval_(
 
     Example: qmd-ft eval --model outputs/merged -o outputs/eval/results.json -v
     """
-    if retrieval:
-        raise UserError("`qmd-ft eval --retrieval` is not available yet (issue #12)")
     cfg = _config(config, set_)
+    if retrieval:
+        _eval_retrieval(model, list(adapter or []), cfg, backend, device, out, json_)
+        return
     qfile = queries or Path(cfg.eval.queries)
     qs = read_queries(qfile)
     with _progress(len(qs), "generating") as progress:
@@ -114,6 +116,45 @@ def eval_(
         print_json(data)
         return
     print_results(data, verbose)
+    if out:
+        console.print(f"results → {out}")
+
+
+def _eval_retrieval(
+    model: str,
+    adapters: list[str],
+    cfg: Config,
+    backend: str,
+    device: str | None,
+    out: Path | None,
+    json_: bool,
+) -> None:
+    """Retrieval metrics of raw queries, the model's expansions and gold expansions."""
+    from qmd_ft.retrieval.cli_eval import retrieval_eval
+
+    with err_console.status("generating expansions and searching the corpus"):
+        data = retrieval_eval(model, adapters, cfg.eval, backend=backend, device=device)
+    if out:
+        write_results(data, out)
+    if json_:
+        print_json(data)
+        return
+    table = Table(
+        title=f"retrieval ({data['corpus']['notes']} notes, {data['corpus']['queries']} queries)"
+    )
+    table.add_column("system")
+    metrics = list(data["systems"]["raw"]["mean"])
+    for m in metrics:
+        table.add_column(m)
+    for name, summary in data["systems"].items():
+        table.add_row(name, *(f"{summary['mean'][m]:.3f}" for m in metrics))
+    console.print(table)
+    for name, comp in data["comparisons"].items():
+        parts = [
+            f"{m} {c['mean_delta']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
+            for m, c in comp.items()
+        ]
+        console.print(f"{name}: " + "; ".join(parts))
     if out:
         console.print(f"results → {out}")
 
@@ -153,14 +194,35 @@ def compare_cmd(
     candidate: Path,
     baseline: Path,
     json_: Json = False,
+    retrieval_candidate: Annotated[
+        Path | None, typer.Option(help="Candidate's `eval --retrieval` results.")
+    ] = None,
+    retrieval_baseline: Annotated[
+        Path | None, typer.Option(help="Baseline's `eval --retrieval` results.")
+    ] = None,
+    retrieval_metric: Annotated[str, typer.Option(help="Retrieval metric to guard.")] = "recall@10",
+    retrieval_max_drop: Annotated[float, typer.Option(help="Allowed drop (0 = none).")] = 0.0,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """Exit 0 only when the candidate beats the baseline by the configured margin.
 
+    With both retrieval files, the candidate must also not regress on retrieval.
+
     Example: qmd-ft compare outputs/eval/results.json deployed.json
     """
     result = compare(load_results(candidate), load_results(baseline), _rule(_config(config, set_)))
+    if (retrieval_candidate is None) != (retrieval_baseline is None):
+        raise UserError("give both --retrieval-candidate and --retrieval-baseline, or neither")
+    if retrieval_candidate and retrieval_baseline:
+        extra = retrieval_reasons(
+            _read_json(retrieval_candidate),
+            _read_json(retrieval_baseline),
+            retrieval_metric,
+            retrieval_max_drop,
+        )
+        result.reasons += extra
+        result.passed = result.passed and not extra
     if json_:
         print_json(result.to_dict())
     else:
@@ -175,6 +237,9 @@ def publish(
     repo: Annotated[str | None, typer.Option(help="Default: publish.repo.")] = None,
     registry: Annotated[Path | None, typer.Option(help="Local registry dir (not the Hub).")] = None,
     gguf: Annotated[Path | None, typer.Option(help="GGUF dir for the -gguf repo.")] = None,
+    retrieval: Annotated[
+        Path | None, typer.Option(help="`eval --retrieval` results: no-regression rule.")
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Gate and show; upload nothing.")
     ] = False,
@@ -201,6 +266,7 @@ def publish(
         _rule(cfg),
         harness_evaluator(backend, cfg.eval),
         gguf_dir=gguf,
+        retrieval=retrieval,
         gguf_repo=cfg.publish.gguf_repo,
         force_name=force,
     )
@@ -222,6 +288,13 @@ def publish(
         f"published {plan.repo} ({commits[0]})"
         + (f" and {plan.gguf_repo} ({commits[1]})" if plan.gguf_repo else "")
     )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: cannot read JSON ({e})") from e
 
 
 def _registry(local: Path | None):

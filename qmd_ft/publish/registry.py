@@ -16,6 +16,7 @@ from typing import Protocol
 from qmd_ft.errors import UserError
 
 EVAL_FILE = "eval_results.json"
+RETRIEVAL_FILE = "retrieval_results.json"
 STAGE_SUFFIX = re.compile(r"-(v\d+|sft|grpo)$", re.IGNORECASE)
 
 

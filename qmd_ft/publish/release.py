@@ -7,6 +7,7 @@ message carries the eval summary → GGUF files, when given, to the `-gguf` twin
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -17,10 +18,10 @@ from typing import Any
 from qmd_ft.config import EvalConfig
 from qmd_ft.errors import UserError
 from qmd_ft.evaluation import load_results, model_hash, run_eval, write_results
-from qmd_ft.gate import GateResult, GateRule, compare
+from qmd_ft.gate import GateResult, GateRule, compare, retrieval_reasons
 from qmd_ft.manifest import MANIFEST, read_manifest
 from qmd_ft.publish.card import commit_message, render_card
-from qmd_ft.publish.registry import EVAL_FILE, Registry, check_repo_name
+from qmd_ft.publish.registry import EVAL_FILE, RETRIEVAL_FILE, Registry, check_repo_name
 
 EvaluateDeployed = Callable[[Path, dict[str, Any]], dict[str, Any]]
 """(deployed model dir, candidate results) → results of the deployed model, same harness."""
@@ -87,6 +88,23 @@ def baseline_results(
     return None, "nothing deployed yet"
 
 
+def _retrieval_check(
+    path: Path | None, model: Path, registry: Registry, repo: str, gate: GateResult | None
+) -> dict[str, Any] | None:
+    """The second gate metric: no retrieval regression against the deployed model's file."""
+    if path is None:
+        return None
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    if doc.get("provenance", {}).get("model_sha256") != model_hash(str(model)):
+        raise UserError(f"{path} was not produced from {model} (model hash differs)")
+    deployed = registry.fetch_file(repo, RETRIEVAL_FILE)
+    if deployed is not None and gate is not None:
+        reasons = retrieval_reasons(doc, json.loads(deployed.read_text(encoding="utf-8")))
+        gate.reasons += reasons
+        gate.passed = gate.passed and not reasons
+    return doc
+
+
 def plan_release(
     model: Path,
     results_path: Path,
@@ -98,6 +116,7 @@ def plan_release(
     gguf_dir: Path | None = None,
     gguf_repo: str | None = None,
     force_name: bool = False,
+    retrieval: Path | None = None,
 ) -> ReleasePlan:
     """Everything up to (not including) the upload; raises UserError on a bad input."""
     check_repo_name(repo, force=force_name)
@@ -112,6 +131,7 @@ def plan_release(
         )
     baseline, source = baseline_results(registry, repo, results, evaluate_deployed)
     gate = compare(results, baseline, rule) if baseline is not None else None
+    retrieval_doc = _retrieval_check(retrieval, model, registry, repo, gate)
     manifest = read_manifest(model) or {}
     training = (manifest.get("config") or {}).get("training") if manifest else None
     base_model = ((manifest.get("config") or {}).get("model") or {}).get("base", "Qwen/Qwen3-1.7B")
@@ -124,6 +144,9 @@ def plan_release(
     files = _model_files(model)
     files.pop(MANIFEST, None)
     files |= {"README.md": staging / "README.md", EVAL_FILE: staging / EVAL_FILE}
+    if retrieval_doc is not None:
+        write_results(retrieval_doc, staging / RETRIEVAL_FILE)
+        files[RETRIEVAL_FILE] = staging / RETRIEVAL_FILE
     if (model / MANIFEST).is_file():
         files["qmd_ft_manifest.json"] = model / MANIFEST
     plan = ReleasePlan(repo, files, message, card, gate, source)
