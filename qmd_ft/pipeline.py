@@ -20,6 +20,7 @@ from qmd_ft.backend import TrainRequest, get_backend
 from qmd_ft.config import Config, load_config
 from qmd_ft.data.prepare import inputs_hash, prepare
 from qmd_ft.data.reader import resolve_paths
+from qmd_ft.errors import UserError
 from qmd_ft.evaluation import load_results, run_eval, write_results
 from qmd_ft.gate import GateRule, compare
 from qmd_ft.manifest import file_sha256
@@ -230,16 +231,18 @@ class Pipeline:
         return StageResult("publish", f"{self.registry.name}:{plan.repo}", commit)
 
     def stage_gguf(self) -> StageResult:
-        from qmd_ft.gguf.pipeline import export_and_verify
+        from qmd_ft.gguf.build import build
 
         merged = self.results["merge"].artifact
         inputs = _hash(self.inputs_of("merge"), self.cfg.export.model_dump())
         if hit := self.cached("gguf", inputs):
             return hit
         out = self.out / "gguf"
-        summary = export_and_verify(
-            Path(merged), out, self.cfg.export.quants, verify=self.cfg.export.verify
-        )
+        built = build(Path(merged), out, list(self.cfg.export.quants), self.cfg.export.verify)
+        if built.failed:
+            names = ", ".join(f.path.name for f in built.failed)
+            raise UserError(f"GGUF verification failed: {names} (see {built.manifest})")
+        summary = ", ".join(f"{f.gguf_type} {f.size / 1e6:.1f} MB {f.status}" for f in built.files)
         return StageResult("gguf", str(out), summary, inputs=inputs)
 
     def stage_publish_gguf(self) -> StageResult:

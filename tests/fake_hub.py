@@ -2,8 +2,11 @@
 
 Used so tests exercise the real client code (HF_ENDPOINT points here): create repo, preupload
 (every file "regular", so content travels inline and no LFS/xet storage is needed), commit
-(ndjson), tree listing, model info, file resolve (HEAD/GET), YAML validation. Every request is
-recorded, so tests can assert what reached the server (and what didn't, like secrets).
+(ndjson), tree listing, model info, file resolve (HEAD/GET), YAML validation, for model and
+dataset repos; every commit is kept, so downloads pinned to a commit get that commit's files.
+It also speaks the Jobs API (whoami, run, list, inspect, cancel, logs as server-sent events),
+storing each job spec as received. Every request is recorded, so tests can assert what reached
+the server (and what didn't, like secrets).
 """
 
 from __future__ import annotations
@@ -11,19 +14,34 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import secrets
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
+
+REPO_KINDS = {"models": "", "datasets": "datasets/", "spaces": "spaces/"}
+"""URL segment → prefix of the repo's key in `HubState.repos` (models keep their bare id)."""
 
 
 @dataclass
 class HubState:
-    """Repos (id → {path: bytes}), commit messages per repo, and every request seen."""
+    """Repos and their history, commit messages, jobs, and every request seen.
+
+    Repos are keyed by id for models and `datasets/<id>` for datasets; `snapshots` maps each
+    repo key to {commit oid: files at that commit}. `jobs` holds what the Jobs API returns,
+    `job_specs` what the client sent (secrets included), `job_logs` the lines `logs` streams.
+    """
 
     repos: dict[str, dict[str, bytes]] = field(default_factory=dict)
     commits: dict[str, list[str]] = field(default_factory=dict)
+    snapshots: dict[str, dict[str, dict[str, bytes]]] = field(default_factory=dict)
     requests: list[dict] = field(default_factory=list)
+    user: str = "user"
+    jobs: dict[str, dict] = field(default_factory=dict)
+    job_specs: dict[str, dict] = field(default_factory=dict)
+    job_logs: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _sha(repo: dict[str, bytes]) -> str:
@@ -31,6 +49,10 @@ def _sha(repo: dict[str, bytes]) -> str:
     for k in sorted(repo):
         h.update(k.encode() + hashlib.sha1(repo[k]).digest())
     return h.hexdigest()
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
 
 
 def make_handler(state: HubState) -> type[BaseHTTPRequestHandler]:
@@ -42,7 +64,8 @@ def make_handler(state: HubState) -> type[BaseHTTPRequestHandler]:
             data = body if isinstance(body, bytes) else json.dumps(body).encode()
             self.send_response(code)
             self.send_header("Content-Length", str(len(data)))
-            self.send_header("Content-Type", "application/json")
+            if "Content-Type" not in (headers or {}):
+                self.send_header("Content-Type", "application/json")
             for k, v in (headers or {}).items():
                 self.send_header(k, v)
             self.end_headers()
@@ -56,17 +79,18 @@ def make_handler(state: HubState) -> type[BaseHTTPRequestHandler]:
             n = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(n) if n else b""
             state.requests.append(
-                {
-                    "method": self.command,
-                    "path": self.path,
-                    "headers": {k.lower(): v for k, v in self.headers.items()},
-                    "body": body,
-                }
-            )
+                {"method": self.command, "path": self.path,
+                 "headers": {k.lower(): v for k, v in self.headers.items()},
+                 "body": body}
+            )  # fmt: skip
             return body
 
-        def _repo_of(self, parts: list[str], start: int) -> str:
-            return f"{parts[start]}/{parts[start + 1]}"
+        def _parts(self) -> list[str]:
+            return [unquote(p) for p in urlparse(self.path).path.strip("/").split("/")]
+
+        def _files(self, key: str, revision: str) -> dict[str, bytes]:
+            """A repo's files at `revision`: a commit it saw, else the current head."""
+            return state.snapshots.get(key, {}).get(revision, state.repos[key])
 
         def do_HEAD(self) -> None:
             self._record()
@@ -74,109 +98,160 @@ def make_handler(state: HubState) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             self._record()
-            parts = [unquote(p) for p in urlparse(self.path).path.strip("/").split("/")]
-            if parts[:2] == ["api", "models"] and len(parts) >= 5:
-                repo = self._repo_of(parts, 2)
-                if repo not in state.repos:
+            parts = self._parts()
+            if parts == ["api", "whoami-v2"]:
+                return self._whoami()
+            if parts[:2] == ["api", "jobs"] and len(parts) >= 3:
+                return self._jobs_get(parts[2:])
+            if parts[0] == "api" and parts[1] in REPO_KINDS and len(parts) >= 5:
+                key = REPO_KINDS[parts[1]] + f"{parts[2]}/{parts[3]}"
+                if key not in state.repos:
                     return self._not_found("RepoNotFound")
-                files = state.repos[repo]
                 if parts[4] == "tree":
-                    return self._send(
-                        200,
-                        [
-                            {
-                                "type": "file",
-                                "path": p,
-                                "size": len(b),
-                                "oid": hashlib.sha1(b).hexdigest(),
-                            }
-                            for p, b in sorted(files.items())
-                        ],
-                    )
+                    files = self._files(key, parts[5] if len(parts) > 5 else "main")
+                    return self._send(200, [
+                        {"type": "file", "path": p, "size": len(b),
+                         "oid": hashlib.sha1(b).hexdigest()}
+                        for p, b in sorted(files.items())
+                    ])  # fmt: skip
                 if parts[4] == "revision":
-                    return self._send(
-                        200,
-                        {
-                            "id": repo,
-                            "modelId": repo,
-                            "sha": _sha(files),
-                            "private": False,
-                            "siblings": [{"rfilename": p} for p in sorted(files)],
-                        },
-                    )
+                    files = state.repos[key]
+                    return self._send(200, {
+                        "id": f"{parts[2]}/{parts[3]}", "modelId": f"{parts[2]}/{parts[3]}",
+                        "sha": _sha(files), "private": False,
+                        "siblings": [{"rfilename": p} for p in sorted(files)],
+                    })  # fmt: skip
             return self._resolve()
 
         def _resolve(self) -> None:
-            parts = [unquote(p) for p in urlparse(self.path).path.strip("/").split("/")]
+            parts = self._parts()
+            prefix = f"{parts[0]}/" if parts[0] in ("datasets", "spaces") else ""
+            parts = parts[1:] if prefix else parts
             if len(parts) >= 5 and parts[2] == "resolve":
-                repo = self._repo_of(parts, 0)
-                if repo not in state.repos:
+                key = prefix + f"{parts[0]}/{parts[1]}"
+                if key not in state.repos:
                     return self._not_found("RepoNotFound")
-                name = "/".join(parts[4:])
-                data = state.repos[repo].get(name)
+                files = self._files(key, parts[3])
+                data = files.get("/".join(parts[4:]))
                 if data is None:
                     return self._not_found("EntryNotFound")
-                return self._send(
-                    200,
-                    data,
-                    {
-                        "ETag": f'"{hashlib.sha1(data).hexdigest()}"',
-                        "X-Repo-Commit": _sha(state.repos[repo]),
-                    },
-                )
+                return self._send(200, data, {
+                    "ETag": f'"{hashlib.sha1(data).hexdigest()}"',
+                    "X-Repo-Commit": _sha(files),
+                })  # fmt: skip
             return self._not_found("NotFound")
 
         def do_POST(self) -> None:
             body = self._record()
-            parts = [unquote(p) for p in urlparse(self.path).path.strip("/").split("/")]
+            parts = self._parts()
             if parts == ["api", "repos", "create"]:
                 req = json.loads(body)
                 repo = f"{req.get('organization') or req.get('namespace', 'user')}/{req['name']}"
                 if "/" in req["name"]:
                     repo = req["name"]
-                if repo in state.repos:
-                    return self._send(409, {"error": "exists"}, {"X-Error-Message": "exists"})
-                state.repos[repo] = {}
-                return self._send(
-                    200, {"url": f"http://{self.headers['Host']}/{repo}", "name": repo}
-                )
+                key = REPO_KINDS[f"{req.get('type') or 'model'}s"] + repo
+                url = f"http://{self.headers['Host']}/{key}"
+                if key in state.repos:  # the Hub's 409 carries the url too
+                    return self._send(
+                        409, {"error": "exists", "url": url}, {"X-Error-Message": "exists"}
+                    )
+                state.repos[key] = {}
+                return self._send(200, {"url": url, "name": repo})
             if parts == ["api", "validate-yaml"]:
                 return self._send(200, {"errors": [], "warnings": []})
-            if parts[:2] == ["api", "models"] and len(parts) >= 6:
-                repo = self._repo_of(parts, 2)
-                if repo not in state.repos:
+            if parts[:2] == ["api", "jobs"] and len(parts) >= 3:
+                return self._jobs_post(parts[2:], body)
+            if parts[0] == "api" and parts[1] in REPO_KINDS and len(parts) >= 6:
+                key = REPO_KINDS[parts[1]] + f"{parts[2]}/{parts[3]}"
+                if key not in state.repos:
                     return self._not_found("RepoNotFound")
                 if parts[4] == "preupload":
                     files = json.loads(body)["files"]
-                    return self._send(
-                        200,
-                        {
-                            "files": [
-                                {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
-                                for f in files
-                            ]
-                        },
-                    )
+                    return self._send(200, {"files": [
+                        {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                        for f in files
+                    ]})  # fmt: skip
                 if parts[4] == "commit":
-                    header = None
-                    for line in body.splitlines():
-                        item = json.loads(line)
-                        if item["key"] == "header":
-                            header = item["value"]
-                        elif item["key"] == "file":
-                            v = item["value"]
-                            state.repos[repo][v["path"]] = base64.b64decode(v["content"])
-                    state.commits.setdefault(repo, []).append(header["summary"] if header else "")
-                    oid = _sha(state.repos[repo])
-                    return self._send(
-                        200,
-                        {
-                            "commitUrl": f"http://{self.headers['Host']}/{repo}/commit/{oid}",
-                            "commitOid": oid,
-                            "pullRequestUrl": None,
-                        },
-                    )
+                    return self._commit(key, body)
             return self._not_found("NotFound")
+
+        def _commit(self, key: str, body: bytes) -> None:
+            header = None
+            for line in body.splitlines():
+                item = json.loads(line)
+                if item["key"] == "header":
+                    header = item["value"]
+                elif item["key"] == "file":
+                    v = item["value"]
+                    state.repos[key][v["path"]] = base64.b64decode(v["content"])
+            state.commits.setdefault(key, []).append(header["summary"] if header else "")
+            oid = _sha(state.repos[key])
+            state.snapshots.setdefault(key, {})[oid] = dict(state.repos[key])
+            return self._send(200, {"commitUrl": f"http://{self.headers['Host']}/{key}/commit/{oid}",
+                                    "commitOid": oid, "pullRequestUrl": None})  # fmt: skip
+
+        def _authorized(self) -> bool:
+            return self.headers.get("Authorization", "").startswith("Bearer hf_")
+
+        def _whoami(self) -> None:
+            if not self._authorized():
+                return self._send(401, {"error": "Invalid credentials"})
+            return self._send(200, {"type": "user", "name": state.user, "id": "u1"})
+
+        def _jobs_get(self, parts: list[str]) -> None:
+            """`{ns}` lists (stage/label filters), `{ns}/{id}` inspects, `…/logs` streams."""
+            if not self._authorized():
+                return self._send(401, {"error": "Invalid credentials"})
+            if len(parts) == 1:
+                query = parse_qs(urlparse(self.path).query)
+                stages, labels = query.get("stage", []), query.get("label", [])
+                found = [
+                    job for job in state.jobs.values()
+                    if job["owner"]["name"] == parts[0]
+                    and (not stages or job["status"]["stage"] in stages)
+                    and all(
+                        (job.get("labels") or {}).get(k) == v
+                        for k, _, v in (label.partition("=") for label in labels)
+                    )
+                ]  # fmt: skip
+                return self._send(200, found)
+            job = state.jobs.get(parts[1])
+            if job is None or job["owner"]["name"] != parts[0]:
+                return self._not_found("JobNotFound")
+            if len(parts) == 2:
+                return self._send(200, job)
+            if parts[2] == "logs":
+                started = f"===== Job started at {job['createdAt']} ====="
+                lines = [started, *state.job_logs[job["id"]]]
+                events = "".join(
+                    f"data: {json.dumps({'data': line, 'timestamp': job['createdAt']})}\n\n"
+                    for line in lines
+                )
+                return self._send(200, events.encode(), {"Content-Type": "text/event-stream"})
+            return self._not_found("NotFound")
+
+        def _jobs_post(self, parts: list[str], body: bytes) -> None:
+            """`{ns}` runs a job (status RUNNING), `{ns}/{id}/cancel` cancels one."""
+            if not self._authorized():
+                return self._send(401, {"error": "Invalid credentials"})
+            if len(parts) == 1:
+                spec = json.loads(body)
+                job_id = secrets.token_hex(12)
+                state.job_specs[job_id] = spec
+                state.job_logs[job_id] = []
+                state.jobs[job_id] = {
+                    "id": job_id, "createdAt": _now(),
+                    **{k: v for k, v in spec.items() if k != "secrets"},
+                    "secrets": {k: None for k in spec.get("secrets", {})},
+                    "status": {"stage": "RUNNING", "message": None},
+                    "owner": {"id": "u1", "name": parts[0], "type": "user"},
+                }  # fmt: skip
+                return self._send(200, state.jobs[job_id])
+            job = state.jobs.get(parts[1])
+            if job is None or len(parts) != 3 or parts[2] != "cancel":
+                return self._not_found("JobNotFound")
+            job["status"] = {"stage": "CANCELED", "message": "canceled by user"}
+            return self._send(200, {})
 
     return Handler
 

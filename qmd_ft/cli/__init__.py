@@ -13,6 +13,9 @@ from qmd_ft.cli import (
     data_cmd,
     doctor_cmd,
     eval_cmd,
+    export_cmd,
+    jobs_cmd,
+    merge_cmd,
     model_cmd,
     pending,
     pipeline_cmd,
@@ -48,13 +51,13 @@ def root(
 
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(data_cmd.app, name="data")
-app.add_typer(pending.export_app, name="export")
-app.add_typer(pending.jobs_app, name="jobs")
+app.add_typer(export_cmd.app, name="export")
+app.add_typer(jobs_cmd.app, name="jobs")
 app.command("doctor")(doctor_cmd.doctor)
 app.command("make-tiny-model")(model_cmd.make_tiny_model)
 app.command("score")(score_cmd.score)
 app.command("train")(train_cmd.train)
-app.command("merge")(pending.merge)
+app.command("merge")(merge_cmd.merge)
 app.command("eval")(eval_cmd.eval_)
 app.command("compare")(eval_cmd.compare_cmd)
 app.command("publish")(eval_cmd.publish)

@@ -1,0 +1,91 @@
+"""Batched generation for eval: rendered prompts in, clean completions out.
+
+Prompts are left-padded so every row's continuation starts at the same column; each row is cut
+at its first stop token (`<|im_end|>` or another eos the model declares), decoded with special
+tokens kept (so a leaked `<|im_start|>` stays visible to the scorer), and its `<think>` blocks
+are removed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import torch
+
+from backends.cuda.loading import (
+    load_merged,
+    load_tokenizer,
+    resolve_device,
+    stop_token_ids,
+    use_bf16,
+)
+from qmd_ft.backend import Generator
+from qmd_ft.config import EvalConfig
+
+_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL)
+
+
+def strip_think(text: str) -> str:
+    """The completion without its `<think>…</think>` blocks, trimmed."""
+    return _THINK_BLOCK.sub("", text).strip()
+
+
+def cut_at_stop(ids: Sequence[int], stops: set[int]) -> list[int]:
+    """Token ids up to (not including) the first stop id; padding after it goes too."""
+    out: list[int] = []
+    for token in ids:
+        if token in stops:
+            break
+        out.append(token)
+    return out
+
+
+def make_generator(
+    model: str, adapters: list[str], gen: EvalConfig, device: str | None = None
+) -> Generator:
+    """Load `model` (+ merged `adapters`) once; return a callable over rendered prompts.
+
+    Greedy when `gen.temperature` is 0, else sampled with `temperature`/`top_p` from a
+    generator seeded with `gen.seed` at every call, so the same prompts give the same texts.
+    Every generation setting comes from `gen`: checkpoints like Qwen3-1.7B ship sampling
+    defaults (top_k 20, temperature 0.6, top_p 0.95) that must not leak into an eval.
+    """
+    from transformers import GenerationConfig
+
+    dev = resolve_device(device)
+    tokenizer = load_tokenizer(model, padding_side="left")
+    dtype = torch.bfloat16 if use_bf16(dev) else torch.float32
+    lm = load_merged(model, adapters, dtype).to(dev).eval()
+    stops = stop_token_ids(tokenizer, lm)
+    sample = gen.temperature > 0
+    # Replaces the checkpoint's own generation config rather than being merged with it:
+    # transformers fills a passed config's default-valued fields from the model's.
+    lm.generation_config = GenerationConfig(
+        max_new_tokens=gen.max_new_tokens,
+        do_sample=sample,
+        temperature=gen.temperature if sample else 1.0,
+        top_p=gen.top_p if sample else 1.0,
+        top_k=0 if sample else None,
+        eos_token_id=stops,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+    @torch.inference_mode()
+    def generate(prompts: list[str]) -> list[str]:
+        """Completions for `prompts`, in order, `gen.batch_size` at a time."""
+        if sample:
+            torch.manual_seed(gen.seed)
+        texts: list[str] = []
+        for start in range(0, len(prompts), gen.batch_size):
+            batch = tokenizer(
+                prompts[start : start + gen.batch_size], return_tensors="pt", padding=True
+            ).to(dev)
+            out = lm.generate(**batch)
+            width = batch["input_ids"].shape[1]
+            for row in out[:, width:].tolist():
+                ids = cut_at_stop(row, set(stops))
+                texts.append(strip_think(tokenizer.decode(ids, skip_special_tokens=False)))
+        return texts
+
+    return generate

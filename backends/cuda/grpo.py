@@ -1,0 +1,211 @@
+"""GRPO with TRL's GRPOTrainer on the SFT weights, rewarded by qmd_ft's rubric.
+
+The SFT adapter is merged into the base first and a fresh LoRA is trained on top, so the frozen
+merged model doubles as the KL reference (TRL computes reference log-probs with the adapter
+disabled): the `beta` penalty then pulls towards the SFT model, which is what keeps GRPO from
+drifting. TRL logs reward mean/std, KL and completion lengths into `trainer_state.json`; the
+completions behind them go to `completions.jsonl` so a reward curve can be read back as text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from transformers import TrainerCallback
+
+from backends.cuda.data import data_hash, read_split
+from backends.cuda.loading import (
+    is_adapter,
+    load_merged,
+    load_model,
+    load_tokenizer,
+    peft_lora,
+    require_dir,
+    resolve_device,
+    use_bf16,
+)
+from backends.cuda.training import (
+    announce_start,
+    checkpoint_to_resume,
+    finish,
+    last_logged,
+    trainer_kwargs,
+)
+from qmd_ft.backend import TrainRequest
+from qmd_ft.config import Config
+from qmd_ft.data.prepare import TRAIN_FILE
+from qmd_ft.errors import UserError
+from qmd_ft.reward import completion_text, qmd_reward, query_from_prompt
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
+
+COMPLETIONS_FILE = "completions.jsonl"
+PROMPT_FIELDS = ("prompt", "messages")
+"""`prompt`: the string rendered by qmd_ft.prompt; `messages`: the user turn, rendered by the
+tokenizer's chat template (checked to give the same text)."""
+
+
+def check_batch(cfg: Config, processes: int) -> None:
+    """TRL needs whole groups of `num_generations` completions per optimizer step.
+
+    Checked before building GRPOConfig, which would raise a bare ValueError for it; `processes`
+    is the DDP world size (`WORLD_SIZE`, set by accelerate/torchrun).
+    """
+    t, n = cfg.training, cfg.grpo.num_generations
+    per_step = t.batch_size * t.gradient_accumulation_steps * processes
+    if per_step % n:
+        raise UserError(
+            f"training.batch_size ({t.batch_size}) x gradient_accumulation_steps "
+            f"({t.gradient_accumulation_steps}) x processes ({processes}) = {per_step} completions "
+            f"per step must be a multiple of grpo.num_generations ({n})"
+        )
+
+
+def check_prompt_field(cfg: Config) -> str:
+    """The configured prompt field, if GRPO can read it."""
+    field = cfg.dataset.prompt_field
+    if field not in PROMPT_FIELDS:
+        raise UserError(f"dataset.prompt_field {field!r}: GRPO reads 'prompt' or 'messages'")
+    return field
+
+
+def load_policy(cfg: Config, dtype: torch.dtype) -> tuple[PreTrainedModel, list[str]]:
+    """The model GRPO starts from, and the artifacts it came from (for the manifest).
+
+    `model.sft` may be a PEFT adapter (merged into `model.base` here) or a full model directory
+    (used as it is); without it GRPO starts from the base. Full-parameter GRPO (no lora section)
+    builds its reference model from the policy's path, so it needs the SFT weights on disk.
+    """
+    base, sft = cfg.model.base, cfg.model.sft
+    if sft is None:
+        return load_model(base, dtype), [base]
+    require_dir(sft, "model.sft", "train SFT first (qmd-ft train sft) or --set model.sft=DIR")
+    if not is_adapter(sft):
+        return load_model(Path(sft), dtype), [sft]
+    if cfg.lora is None:
+        raise UserError(
+            f"model.sft {sft} is an adapter, but full-parameter GRPO (no lora section) needs a "
+            "merged model: run qmd-ft merge first and point model.sft at its output"
+        )
+    return load_merged(base, [sft], dtype), [base, sft]
+
+
+def prompt_dataset(
+    cfg: Config, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """GRPO prompts from prepared rows, in the configured form, too-long prompts dropped.
+
+    TRL 1.16 has no prompt truncation, so `grpo.max_prompt_length` is enforced by leaving out
+    the (rare) longer prompts rather than training on cut-off queries.
+    """
+    field = check_prompt_field(cfg)
+    if field == "messages":
+        user_turn = [m for m in rows[0]["messages"] if m["role"] != "assistant"]
+        rendered = tokenizer.apply_chat_template(
+            user_turn, tokenize=False, add_generation_prompt=True
+        )
+        if rendered != rows[0]["prompt"]:
+            raise UserError(
+                "the tokenizer's chat template renders prompts differently from qmd_ft.prompt; "
+                "use --set dataset.prompt_field=prompt"
+            )
+    limit = cfg.grpo.max_prompt_length
+    kept = [row for row in rows if len(tokenizer(row["prompt"])["input_ids"]) <= limit]
+    if not kept:
+        raise UserError(f"every prompt is longer than grpo.max_prompt_length ({limit} tokens)")
+    if len(kept) < len(rows):
+        print(f"GRPO: left out {len(rows) - len(kept)} prompt(s) over {limit} tokens")
+    if field == "prompt":
+        return [{"prompt": row["prompt"]} for row in kept]
+    return [{"prompt": [m for m in row["messages"] if m["role"] != "assistant"]} for row in kept]
+
+
+class CompletionLog(TrainerCallback):
+    """At each log line, append the latest generation batch to `completions.jsonl`.
+
+    Reads GRPOTrainer's `_logs` (prompts, completions and rewards gathered from every process),
+    the same rows TRL prints with `log_completions`, but as JSON a test or a person can re-score.
+    """
+
+    def __init__(self, trainer: Trainer, path: Path):
+        self.trainer = trainer
+        self.path = path
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **_: Any):
+        """Write one JSON line per completion, tagged with the step its reward was logged at."""
+        if not state.is_world_process_zero or "reward" not in (logs or {}):
+            return
+        batch = self.trainer._logs
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        rewards = batch["rewards"][qmd_reward.__name__]
+        with self.path.open("a", encoding="utf-8") as f:
+            for prompt, completion, reward, advantage in zip(
+                batch["prompt"], batch["completion"], rewards, batch["advantages"], strict=True
+            ):
+                row = {
+                    "step": state.global_step,
+                    "query": query_from_prompt(prompt),
+                    "completion": completion_text(completion),
+                    "reward": reward,
+                    "advantage": advantage,
+                }
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def run_grpo(req: TrainRequest) -> Path:
+    """Train a fresh LoRA (or all weights) with GRPO; save it in `req.output_dir`."""
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    cfg, g = req.config, req.config.grpo
+    device = resolve_device(req.device)
+    check_batch(cfg, int(os.environ.get("WORLD_SIZE", "1")))
+    args = GRPOConfig(
+        **trainer_kwargs(req, device, evaluate=False),
+        num_generations=g.num_generations,
+        max_completion_length=g.max_completion_length,
+        temperature=g.temperature,
+        top_p=g.top_p,
+        beta=g.beta,
+        loss_type=g.loss_type,
+        epsilon=g.epsilon,
+        scale_rewards=g.scale_rewards,
+        num_iterations=g.num_iterations,
+    )
+    rows = read_split(req.data_dir, TRAIN_FILE, cfg.dataset.max_samples)
+    checkpoint = checkpoint_to_resume(req.output_dir, req.resume)
+
+    tokenizer = load_tokenizer(cfg.model.base, padding_side="left")
+    dataset = Dataset.from_list(prompt_dataset(cfg, tokenizer, rows))
+    # As in SFT: a bf16 frozen model under LoRA, fp32 master weights for full fine-tuning.
+    bf16_base = cfg.lora is not None and use_bf16(device)
+    model, parents = load_policy(cfg, torch.bfloat16 if bf16_base else torch.float32)
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[qmd_reward],
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_lora(cfg.lora) if cfg.lora is not None else None,
+    )
+    trainer.add_callback(CompletionLog(trainer, req.output_dir / COMPLETIONS_FILE))
+    announce_start(req, checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    metrics = {
+        key: last_logged(trainer, key)
+        for key in ("loss", "reward", "reward_std", "kl", "completions/mean_length")
+    }
+    return finish(
+        trainer,
+        tokenizer,
+        req,
+        "grpo-adapter" if cfg.lora is not None else "grpo-model",
+        data_sha256=data_hash(req.data_dir),
+        parents=parents,
+        metrics=metrics,
+    )

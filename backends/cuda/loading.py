@@ -1,0 +1,130 @@
+"""Devices, dtypes, models, tokenizers and adapters: everything the stages load, in one place.
+
+Loading failures become one-line `UserError`s here, so a missing model or a CUDA request on a
+CPU-only machine stops a run before any data is tokenized or any step is taken.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from qmd_ft.config import LoraConfig
+from qmd_ft.errors import UserError
+from qmd_ft.prompt import IM_END
+
+if TYPE_CHECKING:
+    import peft
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def resolve_device(device: str | None) -> str:
+    """`cpu` or `cuda`; None picks cuda when a CUDA device is visible, else cpu."""
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise UserError(f"--device {device}: choose cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError(
+            f"--device cuda: no CUDA device visible (torch {torch.__version__}); use --device cpu"
+        )
+    return device
+
+
+def use_bf16(device: str) -> bool:
+    """bf16 compute on GPUs that support it; CPUs (tests, laptops) stay in fp32 for exactness."""
+    return device == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def is_adapter(path: str | Path) -> bool:
+    """True for a PEFT adapter directory (as opposed to a full model dir or a hub id)."""
+    return (Path(path) / ADAPTER_CONFIG).is_file()
+
+
+def require_dir(path: str | Path, what: str, hint: str) -> Path:
+    """A local artifact that must exist (an SFT result, an adapter): a clear error if not."""
+    p = Path(path)
+    if not p.is_dir():
+        raise UserError(f"{what} {p}: not found; {hint}")
+    if not (p / "config.json").is_file() and not is_adapter(p):
+        raise UserError(f"{what} {p}: no config.json or {ADAPTER_CONFIG}: not a model or adapter")
+    return p
+
+
+def load_tokenizer(ref: str | Path, padding_side: str = "right") -> PreTrainedTokenizerBase:
+    """The model's tokenizer with a pad token (Qwen3 ships `<|endoftext|>`; others may not)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(ref), padding_side=padding_side)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot load tokenizer {ref}: {_first_line(e)}") from e
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(ref: str | Path, dtype: torch.dtype) -> PreTrainedModel:
+    """A causal LM from a local dir or hub id, in `dtype`, on the CPU (trainers move it)."""
+    from transformers import AutoModelForCausalLM
+
+    if isinstance(ref, Path) or str(ref).startswith((".", "/")):
+        require_dir(ref, "model", "check the path")
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(ref), dtype=dtype)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot load model {ref}: {_first_line(e)}") from e
+
+
+def merge_adapters(model: PreTrainedModel, adapters: list[str]) -> PreTrainedModel:
+    """Fold each PEFT adapter into the weights in order (SFT, then GRPO on top of it)."""
+    from peft import PeftModel
+
+    for adapter in adapters:
+        require_dir(adapter, "adapter", "check the path")
+        if not is_adapter(adapter):
+            raise UserError(f"adapter {adapter}: no {ADAPTER_CONFIG} (is it a full model dir?)")
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    return model
+
+
+def load_merged(base: str, adapters: list[str], dtype: torch.dtype) -> PreTrainedModel:
+    """Base weights with the adapters merged in, as one plain transformers model in `dtype`.
+
+    Merging happens in fp32 and the sum is rounded once: adding a LoRA delta to bf16 weights
+    computes and rounds it against weights a thousand times larger, losing much of it.
+    """
+    model = load_model(base, torch.float32 if adapters else dtype)
+    return merge_adapters(model, adapters).to(dtype)
+
+
+def peft_lora(lora: LoraConfig) -> peft.LoraConfig:
+    """The config's LoRA section as a PEFT LoraConfig (causal LM, no bias training)."""
+    from peft import LoraConfig as PeftLoraConfig
+
+    return PeftLoraConfig(
+        r=lora.rank,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def stop_token_ids(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> list[int]:
+    """Ids that end a completion: `<|im_end|>` first, then whatever the model declares."""
+    ids = [tokenizer.convert_tokens_to_ids(IM_END), tokenizer.eos_token_id]
+    declared = model.generation_config.eos_token_id
+    ids += declared if isinstance(declared, list) else [declared]
+    unk = tokenizer.unk_token_id
+    return list(dict.fromkeys(i for i in ids if i is not None and i != unk))
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0]

@@ -1,0 +1,25 @@
+"""`qmd-ft merge`: base + adapters into the one model directory everything downstream reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from qmd_ft.backend import get_backend
+from qmd_ft.cli.common import plain
+
+
+def merge(
+    base: Annotated[str, typer.Option(help="Base model dir or hub id.")],
+    adapter: Annotated[list[str], typer.Option(help="Adapter(s), applied in order.")],
+    out: Annotated[Path, typer.Option("-o", "--out")],
+    backend: Annotated[str, typer.Option(help="auto, cuda or mlx.")] = "auto",
+) -> None:
+    """Merge base + SFT (+ GRPO) adapters into one safetensors model directory.
+
+    Example: qmd-ft merge --base Qwen/Qwen3-1.7B --adapter outputs/sft -o outputs/merged
+    """
+    path = get_backend(backend).merge(base, adapter, out)
+    plain(f"merged {base} + {len(adapter)} adapter(s) -> {path}")

@@ -1,0 +1,7 @@
+"""Hugging Face Jobs: run the same qmd-ft command, with the same config, on a cloud GPU.
+
+`submit` uploads what the command reads (`inputs`) and a job script (`script`) that installs
+qmd-ft at the submitting commit and runs the command; `manage` lists, follows, inspects,
+cancels and pulls the results of those jobs. Everything goes through huggingface_hub's own
+client (`hub`), imported only here, so the core runs without it.
+"""

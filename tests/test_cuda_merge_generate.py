@@ -1,0 +1,125 @@
+"""cuda backend merge and generation on the tiny model (CPU)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("peft")
+
+import torch
+from cuda_support import EXAMPLES, THINK_ANSWER, THINK_QUERY, memorized_model
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from backends.cuda import BACKEND
+from backends.cuda.generate import cut_at_stop, strip_think
+from qmd_ft.config import EvalConfig
+from qmd_ft.prompt import IM_END, render_prompt
+
+
+@pytest.fixture(scope="module")
+def memorized(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    return memorized_model(tmp_path_factory, tiny_model_dir)
+
+
+def _random_adapter(model_dir: Path, out: Path, seed: int, targets: list[str]) -> Path:
+    """A LoRA adapter with random (non-zero) A and B, as if trained, saved in PEFT format."""
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=targets, init_lora_weights=False)
+    get_peft_model(model, lora).save_pretrained(out)
+    return out
+
+
+def test_merge_gives_the_logits_of_base_plus_adapters(tiny_model_dir: Path, tmp_path: Path) -> None:
+    sft = _random_adapter(tiny_model_dir, tmp_path / "sft", 1, ["q_proj", "k_proj", "down_proj"])
+    grpo = _random_adapter(tiny_model_dir, tmp_path / "grpo", 2, ["q_proj", "v_proj"])
+    out = tmp_path / "merged"
+    r = subprocess.run(
+        [
+            sys.executable, "-m", "qmd_ft", "merge", "--backend", "cuda", "--base",
+            str(tiny_model_dir), "--adapter", str(sft), "--adapter", str(grpo), "-o", str(out),
+        ],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    ids = torch.tensor([tokenizer(render_prompt(EXAMPLES[0][0]) + EXAMPLES[0][1])["input_ids"]])
+    # Reference: both adapters active and unmerged on the base (LoRA deltas add up per layer).
+    reference = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir), sft, adapter_name="sft"
+    )
+    reference.load_adapter(grpo, adapter_name="grpo")
+    reference.base_model.set_adapter(["sft", "grpo"])
+    merged = AutoModelForCausalLM.from_pretrained(out)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        want, got, plain = reference(ids).logits, merged(ids).logits, base(ids).logits
+    assert merged.dtype == torch.float32
+    assert (want - plain).abs().max() > 1e-2  # the adapters matter...
+    assert (got - want).abs().max() < 1e-4  # ...and the merged model has exactly their effect
+
+    assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()
+    assert tokenizer.chat_template == AutoTokenizer.from_pretrained(tiny_model_dir).chat_template
+    assert tokenizer.eos_token == IM_END
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["kind"] == "merged"
+    assert manifest["parents"] == [str(tiny_model_dir), str(sft), str(grpo)]
+
+    gen = EvalConfig(max_new_tokens=12, batch_size=2)
+    prompts = [render_prompt(q) for q, _ in EXAMPLES[:3]]
+    from_adapters = BACKEND.generator(str(tiny_model_dir), [str(sft), str(grpo)], gen, "cpu")
+    assert from_adapters(prompts) == BACKEND.generator(str(out), [], gen, "cpu")(prompts)
+
+
+def test_greedy_generation_stops_at_im_end_and_strips_think_blocks(memorized: Path) -> None:
+    queries = [EXAMPLES[0][0], THINK_QUERY, "an unseen and rather longer query about gardening"]
+    prompts = [render_prompt(q) for q in queries]
+    batched = BACKEND.generator(
+        str(memorized), [], EvalConfig(max_new_tokens=120, batch_size=3), "cpu"
+    )(prompts)
+    assert batched[0] == EXAMPLES[0][1]  # the whole answer, and nothing after <|im_end|>
+    assert batched[1] == THINK_ANSWER  # the think block is gone
+    assert not any(IM_END in t or "<think>" in t for t in batched)
+    # Left padding: a prompt's completion does not depend on the others in its batch.
+    one_by_one = BACKEND.generator(
+        str(memorized), [], EvalConfig(max_new_tokens=120, batch_size=1), "cpu"
+    )(prompts)
+    assert one_by_one == batched
+
+
+def test_sampled_generation_is_seeded(memorized: Path) -> None:
+    prompts = [render_prompt(q) for q, _ in EXAMPLES[:4]]
+    sampled = EvalConfig(max_new_tokens=24, batch_size=4, temperature=1.5, seed=3)
+    generate = BACKEND.generator(str(memorized), [], sampled, "cpu")
+    first = generate(prompts)
+    assert generate(prompts) == first
+    greedy = BACKEND.generator(str(memorized), [], EvalConfig(max_new_tokens=24), "cpu")(prompts)
+    assert first != greedy
+
+
+def test_checkpoint_sampling_defaults_do_not_leak(memorized: Path, tmp_path: Path) -> None:
+    # Qwen3 ships do_sample/temperature/top_p/top_k defaults; top_k 1 would make sampling greedy.
+    shutil.copytree(memorized, tmp_path / "m", ignore=shutil.ignore_patterns("checkpoint-*"))
+    path = tmp_path / "m" / "generation_config.json"
+    defaults = {"do_sample": True, "temperature": 0.6, "top_p": 0.95, "top_k": 1}
+    path.write_text(json.dumps({**json.loads(path.read_text()), **defaults}))
+    prompts = [render_prompt(q) for q, _ in EXAMPLES[:4]]
+    for gen in (EvalConfig(max_new_tokens=24), EvalConfig(max_new_tokens=24, temperature=1.0)):
+        want = BACKEND.generator(str(memorized), [], gen, "cpu")(prompts)
+        assert BACKEND.generator(str(tmp_path / "m"), [], gen, "cpu")(prompts) == want
+
+
+def test_strip_think_and_cut_at_stop() -> None:
+    assert strip_think("<think>\nplan\n</think>\n\nlex: a") == "lex: a"
+    assert strip_think("lex: a\n<think>x</think>vec: b<think>y</think>") == "lex: a\nvec: b"
+    assert strip_think("<think>unclosed lex: a") == "<think>unclosed lex: a"
+    assert cut_at_stop([5, 6, 7, 2, 8, 9], {2, 3}) == [5, 6, 7]
+    assert cut_at_stop([5, 6], {2}) == [5, 6]

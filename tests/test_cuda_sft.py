@@ -1,0 +1,194 @@
+"""cuda backend SFT on the tiny model (CPU): completion-only labels, LoRA and full runs, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("trl")
+
+import torch
+from cuda_support import LORA, log_history, make_config, prepared
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from backends.cuda.sft import IGNORE_INDEX, run_sft, tokenize_example, tokenized_dataset
+from qmd_ft.backend import TrainRequest
+from qmd_ft.data.prepare import INFO_FILE, TRAIN_FILE
+from qmd_ft.errors import UserError
+from qmd_ft.prompt import IM_END
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _rows(data: Path) -> list[dict]:
+    return [json.loads(line) for line in (data / TRAIN_FILE).read_text().splitlines()]
+
+
+def test_prompt_tokens_are_masked_and_trl_keeps_our_labels(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from trl import SFTConfig, SFTTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rows = _rows(prepared(tmp_path))
+    row = rows[0]
+    ex = tokenize_example(tokenizer, row["prompt"], row["completion"])
+    n_prompt = len(tokenizer(row["prompt"])["input_ids"])
+    assert ex["labels"][:n_prompt] == [IGNORE_INDEX] * n_prompt
+    assert ex["labels"][n_prompt:] == ex["input_ids"][n_prompt:]
+    # The trained tokens are exactly the completion, ending in one <|im_end|> and its newline.
+    trained = tokenizer.decode(ex["input_ids"][n_prompt:])
+    assert trained == row["completion"] and trained.count(IM_END) == 1
+    assert tokenizer.decode(ex["input_ids"]) == row["text"]
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    args = SFTConfig(
+        output_dir=str(tmp_path / "out"),
+        use_cpu=True,
+        bf16=False,
+        activation_checkpointing=False,
+        report_to="none",
+        max_length=512,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=tokenized_dataset(tokenizer, rows),
+        processing_class=tokenizer,
+    )
+    first = trainer.train_dataset[0]
+    assert first["input_ids"] == ex["input_ids"] and first["labels"] == ex["labels"]
+
+
+def test_lora_sft_lowers_loss_and_writes_a_loadable_adapter(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from peft import PeftModel
+
+    data = prepared(tmp_path)
+    out = tmp_path / "sft"
+    cfg = make_config(tiny_model_dir, out, data, training={"eval_steps": 10})
+    assert run_sft(TrainRequest(cfg, data, out, device="cpu", max_steps=30)) == out
+
+    losses = [e["loss"] for e in log_history(out) if "loss" in e]
+    assert len(losses) == 30
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.3, losses
+    assert any("eval_loss" in e for e in log_history(out))
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    info = json.loads((data / INFO_FILE).read_text())
+    assert manifest["kind"] == "sft-adapter"
+    assert manifest["data_sha256"] == info["inputs_sha256"]
+    assert manifest["config"]["lora"]["rank"] == LORA["rank"]
+    assert manifest["parents"] == [str(tiny_model_dir)]
+    assert {"torch", "transformers", "trl", "peft"} <= set(manifest["versions"])
+    assert "git_commit" in manifest
+    assert manifest["metrics"]["global_step"] == 30
+    assert manifest["metrics"]["eval_loss"] > 0
+
+    assert (out / "tokenizer.json").is_file() and (out / "adapter_config.json").is_file()
+    weights = load_file(out / "adapter_model.safetensors")
+    assert any("lora_B" in k and v.abs().max() > 0 for k, v in weights.items())
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    ids = torch.tensor([AutoTokenizer.from_pretrained(out)(_rows(data)[0]["text"])["input_ids"]])
+    with torch.no_grad():
+        before = base(ids).logits
+        after = PeftModel.from_pretrained(base, out)(ids).logits
+    assert not torch.allclose(before, after)
+
+
+def test_full_finetuning_without_lora(tiny_model_dir: Path, tmp_path: Path) -> None:
+    data = prepared(tmp_path)
+    out = tmp_path / "full"
+    cfg = make_config(tiny_model_dir, out, data, lora=None, training={"learning_rate": 3e-3})
+    run_sft(TrainRequest(cfg, data, out, device="cpu", max_steps=12))
+
+    assert not (out / "adapter_config.json").exists()
+    assert json.loads((out / "manifest.json").read_text())["kind"] == "sft-model"
+    losses = [e["loss"] for e in log_history(out) if "loss" in e]
+    assert losses[-1] < losses[0] - 1.0, losses
+    tuned = AutoModelForCausalLM.from_pretrained(out)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert tuned.dtype == torch.float32
+    name = "model.layers.0.mlp.down_proj.weight"
+    assert not torch.equal(tuned.state_dict()[name], base.state_dict()[name])
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "qmd_ft", *args], cwd=cwd, capture_output=True, text=True
+    )
+
+
+def test_dry_run_prints_both_configs_and_the_plan_and_starts_nothing(tmp_path: Path) -> None:
+    r = _cli(
+        "train", "all", "--dry-run", "--backend", "cuda",
+        "--config", str(ROOT / "configs/sft.yaml"),
+        "--grpo-config", str(ROOT / "configs/grpo.yaml"),
+        "--output", "runs/a/sft", "--max-steps", "3", "--grpo-set", "grpo.beta=0.1",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "# sft: " in r.stdout and "# grpo: " in r.stdout
+    assert "beta: 0.1" in r.stdout and "sft: runs/a/sft" in r.stdout
+    assert "prepare data/train from data/*.jsonl" in r.stdout
+    assert "-> runs/a/sft" in r.stdout and "-> runs/a/grpo" in r.stdout
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
+
+
+def test_config_errors_stop_all_before_sft_trains(tiny_model_dir: Path, tmp_path: Path) -> None:
+    data = prepared(tmp_path)
+    sft = tmp_path / "sft.yaml"
+    sft.write_text(f"model: {{base: {tiny_model_dir}, output: {tmp_path / 'run/sft'}}}\n")
+    grpo = tmp_path / "grpo.yaml"
+    # 3 completions per step cannot hold groups of 4 generations.
+    grpo.write_text(f"model: {{base: {tiny_model_dir}}}\ntraining: {{batch_size: 3}}\n")
+    r = _cli(
+        "train", "all", "--config", str(sft), "--grpo-config", str(grpo), "--device", "cpu",
+        "--set", f"dataset.name={data}", "--grpo-set", f"dataset.name={data}",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 1
+    assert r.stderr.startswith("error: training.batch_size (3)") and r.stderr.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_preflight_names_missing_models_and_unusable_sft(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from backends.cuda.preflight import check_stage
+
+    data = prepared(tmp_path)
+    cfg = make_config(tmp_path / "nope", tmp_path / "out", data)
+    with pytest.raises(UserError, match=r"model.base .*nope: not found"):
+        check_stage("sft", TrainRequest(cfg, data, tmp_path / "out"), 1, False)
+    grpo = make_config(tiny_model_dir, tmp_path / "g", data, model={"sft": str(tmp_path / "s")})
+    with pytest.raises(UserError, match=r"model.sft .*: not found; train SFT first"):
+        check_stage("grpo", TrainRequest(grpo, data, tmp_path / "g"), 1, False)
+    check_stage("grpo", TrainRequest(grpo, data, tmp_path / "g"), 1, True)  # made earlier in `all`
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "adapter_config.json").write_text("{}")
+    full = make_config(
+        tiny_model_dir, tmp_path / "g", data, lora=None, model={"sft": str(tmp_path / "s")}
+    )
+    with pytest.raises(UserError, match=r"full-parameter GRPO .* needs a merged model"):
+        check_stage("grpo", TrainRequest(full, data, tmp_path / "g"), 1, False)
+    (tmp_path / "out" / "checkpoint-3").mkdir(parents=True)
+    ok = make_config(tiny_model_dir, tmp_path / "out", data)
+    with pytest.raises(UserError, match="already holds checkpoint-3: pass --resume"):
+        check_stage("sft", TrainRequest(ok, data, tmp_path / "out"), 1, False)
+    check_stage("sft", TrainRequest(ok, data, tmp_path / "out", resume=True), 1, False)
+
+
+@pytest.mark.gpu
+def test_bf16_lora_sft_on_gpu(tiny_model_dir: Path, tmp_path: Path) -> None:
+    data = prepared(tmp_path)
+    out = tmp_path / "sft"
+    run_sft(TrainRequest(make_config(tiny_model_dir, out, data), data, out, "cuda", max_steps=5))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["device"].startswith("cuda") and manifest["metrics"]["global_step"] == 5

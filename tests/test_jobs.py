@@ -1,0 +1,379 @@
+"""HF Jobs: planning, the job script, submission and management against a local fake Hub.
+
+The real huggingface_hub client talks to `FakeHub` (127.0.0.1). A submitted job is then "run"
+the way HF Jobs would run it: its spec's command, environment and secrets, with a `uv` shim
+on PATH that runs Python here instead of installing anything, so the bootstrap, the script's
+download, the qmd-ft command and the upload of outputs all execute, offline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from fake_hub import FakeHub
+
+import qmd_ft.jobs.script as script_mod
+from qmd_ft import __version__
+from qmd_ft.cli.jobs_cmd import submit_cli_job
+from qmd_ft.errors import UserError
+from qmd_ft.jobs.inputs import EXTERNAL, job_inputs, local_command
+from qmd_ft.jobs.script import package_requirement, render_script
+from qmd_ft.jobs.submit import BOOTSTRAP
+
+TOKEN = "hf_JOBSSECRETsentinel0123456789"
+ROOT = Path(__file__).resolve().parents[1]
+JOBS_REPO = "datasets/user/qmd-ft-jobs"
+
+
+def make_project(tmp: Path) -> Path:
+    """A small project: one raw data file, a config, eval queries, an existing output dir."""
+    proj = tmp / "proj"
+    (proj / "data").mkdir(parents=True)
+    shutil.copy(ROOT / "data" / "technical.jsonl", proj / "data" / "technical.jsonl")
+    (proj / "configs").mkdir()
+    shutil.copy(ROOT / "configs" / "sft.yaml", proj / "configs" / "sft.yaml")
+    (proj / "evals").mkdir()
+    (proj / "evals" / "queries.txt").write_text("# T\nrust async\n")
+    (proj / "data" / "train").mkdir()
+    (proj / "data" / "train" / "train.jsonl").write_text("{}\n")
+    (proj / "outputs" / "sft").mkdir(parents=True)
+    (proj / "outputs" / "sft" / "adapter.bin").write_bytes(b"\0" * 64)
+    return proj
+
+
+@pytest.fixture
+def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A fake Hub that in-process clients use, with the sentinel token and no saved login."""
+    from huggingface_hub import constants
+
+    with FakeHub() as fake:
+        monkeypatch.setattr(constants, "ENDPOINT", fake.url)
+        monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+        monkeypatch.setenv("HF_TOKEN", TOKEN)
+        yield fake
+
+
+def cli(*args: str, hub: FakeHub, tmp: Path, cwd: Path | None = None, token: bool = True):
+    env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
+    env |= {
+        "HF_ENDPOINT": hub.url,
+        "HF_HOME": str(tmp / "hf-home"),
+        "HF_HUB_DISABLE_XET": "1",
+        "COLUMNS": "160",
+    }
+    if token:
+        env["HF_TOKEN"] = TOKEN
+    return subprocess.run(
+        [sys.executable, "-m", "qmd_ft", *args], cwd=cwd, env=env, capture_output=True, text=True
+    )
+
+
+def test_job_options_are_dropped() -> None:
+    argv = "train sft --hf-jobs --flavor a10g-large --timeout=2h --namespace org --max-steps 5"
+    argv = argv.split()
+    assert local_command(argv) == ["train", "sft", "--max-steps", "5"]
+
+
+def test_inputs_mirror_the_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    proj = make_project(tmp_path)
+    ext = tmp_path / "tiny"
+    ext.mkdir()
+    (ext / "config.json").write_text("{}")
+    monkeypatch.chdir(proj)
+    typed = "train sft --config configs/sft.yaml --backend cuda --hf-jobs --flavor a10g-large"
+    argv = [*typed.split(), "--set", f"model.base={ext}", "--output", "outputs/x"]
+    plan = job_inputs(argv, Path("configs/sft.yaml"))
+    moved = plan.command[plan.command.index("--set") + 1]
+    assert moved.startswith(f"model.base={EXTERNAL}/") and moved.endswith("/tiny")
+    want = "train sft --config configs/sft.yaml --backend cuda --set"
+    assert plan.command == [*want.split(), moved, "--output", "outputs/x"]
+    rel = moved.partition("=")[2]
+    assert plan.files[f"{rel}/config.json"] == ext / "config.json"
+    # the config's inputs travel at their paths; its outputs (large, rewritten) stay here
+    assert {
+        "configs/sft.yaml",
+        "data/train/train.jsonl",
+        "data/technical.jsonl",
+        "evals/queries.txt",
+    } <= set(plan.files)
+    assert not any(f.startswith("outputs/") for f in plan.files)
+    assert (
+        "outputs/sft/adapter.bin" in job_inputs([*argv, "--resume"], Path("configs/sft.yaml")).files
+    )
+    # a config value outside the project is moved by an appended --set
+    cfg = proj / "configs" / "abs.yaml"
+    cfg.write_text(f"model:\n  base: {ext}\n")
+    plan = job_inputs(["train", "sft", "--config", str(cfg)], cfg)
+    assert plan.command[:4] == ["train", "sft", "--config", "configs/abs.yaml"]
+    assert plan.command[4] == "--set" and plan.command[5] == f'model.base="{rel}"'
+    with pytest.raises(UserError, match="whole project"):
+        job_inputs(["data", "validate", "."], None)
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def test_package_requirement(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("QMD_FT_JOB_INSTALL", raising=False)
+    monkeypatch.delenv("QMD_FT_GIT_URL", raising=False)
+    assert package_requirement(["cuda"], "0.1.0") == "qmd-ft[cuda,hub]==0.1.0"
+    url = "git+https://github.com/me/qmd-ft@v1"
+    assert package_requirement(["gguf"], url) == f"qmd-ft[gguf,hub] @ {url}"
+    with pytest.raises(UserError, match="expected a version"):
+        package_requirement(["cuda"], "latest please")
+
+    checkout, origin = tmp_path / "qmd-ft", tmp_path / "origin.git"
+    monkeypatch.setattr(script_mod, "PROJECT_ROOT", checkout)
+    (checkout / "qmd_ft").mkdir(parents=True)
+    assert package_requirement(["cuda"]) == f"qmd-ft[cuda,hub]=={__version__}"  # not a checkout
+    git(tmp_path, "init", "-q", "--bare", str(origin))
+    git(checkout, "init", "-q", "-b", "main")
+    git(checkout, "config", "user.email", "t@example.com")
+    git(checkout, "config", "user.name", "t")
+    (checkout / "qmd_ft" / "__init__.py").write_text("")
+    (checkout / "configs").mkdir()
+    (checkout / "configs" / "sft.yaml").write_text("a: 1\n")
+    git(checkout, "add", ".")
+    git(checkout, "commit", "-q", "-m", "one")
+    (checkout / "qmd_ft" / "new.py").write_text("x = 1\n")
+    with pytest.raises(UserError, match=r"uncommitted changes in qmd-ft's sources \(qmd_ft/new"):
+        package_requirement(["cuda"])
+    git(checkout, "add", ".")
+    git(checkout, "commit", "-q", "-m", "two")
+    with pytest.raises(UserError, match=r"on no remote branch.*git push"):
+        package_requirement(["cuda"])
+    git(checkout, "remote", "add", "origin", str(origin))
+    git(checkout, "push", "-q", "origin", "main")
+    with pytest.raises(UserError, match="QMD_FT_GIT_URL"):
+        package_requirement(["cuda"])  # a local-path remote: unreachable from a job
+    sha = git(checkout, "rev-parse", "HEAD")
+    git(checkout, "remote", "set-url", "origin", "git@github.com:me/qmd-ft.git")
+    # edited configs do not block: they are uploaded, not installed
+    (checkout / "configs" / "sft.yaml").write_text("a: 2\n")
+    want = f"qmd-ft[cuda,hub] @ git+https://github.com/me/qmd-ft.git@{sha}"
+    assert package_requirement(["cuda"]) == want
+    monkeypatch.setenv("QMD_FT_GIT_URL", "https://example.org/fork/qmd-ft")
+    assert package_requirement(["cuda"]).endswith(f"git+https://example.org/fork/qmd-ft@{sha}")
+
+
+def test_script_content(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    req = "qmd-ft[cuda,hub] @ git+https://github.com/me/qmd-ft@" + "a" * 40
+    command = ["train", "sft", "--config", "configs/sft.yaml", "--set", 'x="q\'s"']
+    text = render_script(
+        requirement=req,
+        repo="user/qmd-ft-jobs",
+        folder="runs/r1",
+        revision="b" * 40,
+        command=command,
+    )
+    meta = "\n".join(
+        line.removeprefix("# ")
+        for line in text.split("# /// script\n", 1)[1].split("# ///", 1)[0].splitlines()
+    )
+    assert tomllib.loads(meta) == {"requires-python": ">=3.11", "dependencies": [req]}
+    ns: dict = {}
+    exec(compile(text, "job.py", "exec"), ns)  # valid Python, with the literal values
+    assert ns["COMMAND"] == command and ns["REVISION"] == "b" * 40
+    assert ns["REPO"] == "user/qmd-ft-jobs" and ns["FOLDER"] == "runs/r1"
+    assert TOKEN not in text
+
+
+def test_submit_errors_before_any_request(
+    hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(make_project(tmp_path))
+    argv = ["train", "sft", "--hf-jobs"]
+    cfg = Path("configs/sft.yaml")
+    with pytest.raises(UserError, match="unknown flavor 'a10g-huge': choose one of cpu-basic"):
+        submit_cli_job(argv, cfg, flavor="a10g-huge", timeout="2h", install="0.1.0")
+    with pytest.raises(UserError, match="--timeout '2 hours'"):
+        submit_cli_job(argv, cfg, flavor="a10g-large", timeout="2 hours", install="0.1.0")
+    checkout = tmp_path / "dirty"
+    (checkout / "qmd_ft").mkdir(parents=True)
+    git(checkout, "init", "-q")
+    (checkout / "qmd_ft" / "x.py").write_text("")
+    monkeypatch.setattr(script_mod, "PROJECT_ROOT", checkout)
+    with pytest.raises(UserError, match=r"uncommitted changes.*commit and push, or set QMD_FT_JOB"):
+        submit_cli_job(argv, cfg, flavor="a10g-large", timeout="2h")
+    with pytest.raises(UserError, match="data/none not found: the job reads it"):
+        submit_cli_job(argv, cfg, flavor="a10g-large", timeout="2h", required=["data/none"])
+    monkeypatch.delenv("HF_TOKEN")
+    with pytest.raises(UserError, match="no Hugging Face token: set HF_TOKEN"):
+        submit_cli_job(argv, cfg, flavor="a10g-large", timeout="2h", install="0.1.0")
+    assert hub.state.requests == []
+
+
+def write_uv_shim(bin_dir: Path) -> None:
+    """`uv run [--with X]... python|script.py ARGS`, run with this Python, installing nothing."""
+    bin_dir.mkdir()
+    shim = bin_dir / "uv"
+    shim.write_text(f"""#!{sys.executable}
+import os, sys
+args = sys.argv[2:]
+while args[0].startswith("--"):
+    args = args[2:]
+if args[0] == "python":
+    args = args[1:]
+os.execv(sys.executable, [sys.executable, *args])
+""")
+    shim.chmod(0o755)
+
+
+def run_like_hf_jobs(spec: dict, hub: FakeHub, tmp: Path) -> subprocess.CompletedProcess[str]:
+    """The job's command with its env and secrets, in an empty dir, against the fake Hub."""
+    write_uv_shim(tmp / "bin")
+    container = tmp / "container"
+    container.mkdir()
+    env = {
+        "PATH": f"{tmp / 'bin'}:{os.environ['PATH']}",
+        "HOME": str(container),
+        "HF_HOME": str(container / ".hf"),
+        "HF_ENDPOINT": hub.url,
+        "HF_HUB_DISABLE_XET": "1",
+        **spec["environment"],
+        **spec["secrets"],
+    }
+    return subprocess.run(spec["command"], cwd=container, env=env, capture_output=True, text=True)
+
+
+def test_submit_run_and_manage_a_job(
+    hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    proj = make_project(tmp_path)
+    monkeypatch.chdir(proj)
+    argv = "data prepare --data data/*.jsonl --out data/prepared --hf-jobs --flavor cpu-basic"
+    argv = [*argv.split(), "--timeout", "10m"]
+    job = submit_cli_job(argv, None, flavor="cpu-basic", timeout="10m", install="0.1.0")
+    printed = capsys.readouterr().out
+    assert f"job {job.id} submitted" in printed and job.url in printed
+    assert job.url == f"{hub.url}/jobs/user/{job.id}"
+
+    spec = hub.state.job_specs[job.id]
+    folder, pinned = spec["command"][-2:]
+    assert spec["command"] == [
+        "uv",
+        "run",
+        "--with",
+        "huggingface_hub>=1.0",
+        "python",
+        "-c",
+        BOOTSTRAP,
+        "user/qmd-ft-jobs",
+        folder,
+        pinned,
+    ]
+    assert len(BOOTSTRAP) < 255 and "/" not in BOOTSTRAP  # see BOOTSTRAP's docstring
+    assert spec["secrets"] == {"HF_TOKEN": TOKEN}
+    assert spec["flavor"] == "cpu-basic" and spec["timeoutSeconds"] == 600
+    assert spec["labels"] == {
+        "app": "qmd-ft",
+        "command": "data-prepare",
+        "name": "qmd-ft-data-prepare",
+    }
+    files = hub.state.repos[JOBS_REPO]
+    record = json.loads(files[f"{folder}/job.json"])
+    assert record["command"] == argv[:6]  # as typed, without the job options
+    assert f"{folder}/inputs/data/technical.jsonl" in files
+    script = files[f"{folder}/job.py"].decode()
+    assert 'dependencies = ["qmd-ft[cuda,hub]==0.1.0"]' in script
+    # the script downloads the inputs commit, which the script's own commit follows
+    inputs_rev = script.split('REVISION = "', 1)[1][:40]
+    snapshots = hub.state.snapshots[JOBS_REPO]
+    assert (
+        f"{folder}/job.py" not in snapshots[inputs_rev] and f"{folder}/job.py" in snapshots[pinned]
+    )
+    # the token authenticates and is the job's secret: never in a file, the job's env or command
+    spec_public = {k: v for k, v in spec.items() if k != "secrets"}
+    assert TOKEN not in json.dumps(spec_public)
+    assert not any(TOKEN.encode() in b for b in files.values())
+    job_posts = [r for r in hub.state.requests if r["path"] == "/api/jobs/user"]
+    assert len(job_posts) == 1
+    assert not any(TOKEN.encode() in r["body"] for r in hub.state.requests if r not in job_posts)
+
+    done = run_like_hf_jobs(spec, hub, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "$ qmd-ft data prepare --data 'data/*.jsonl' --out data/prepared" in done.stdout
+    files = hub.state.repos[JOBS_REPO]
+    outputs = {p for p in files if p.startswith(f"{folder}/outputs/")}
+    assert {
+        f"{folder}/outputs/data/prepared/{n}"
+        for n in ("train.jsonl", "val.jsonl", "dataset_info.json")
+    } == outputs
+    assert "outputs (exit 0)" in hub.state.commits[JOBS_REPO][-1]
+
+    # manage it with the CLI (a separate process, like a user)
+    hub.state.job_logs[job.id] = ["step 1/2", "step 2/2"]
+    other = dict(hub.state.jobs[job.id], id="0" * 24, labels=None, environment={})
+    hub.state.jobs[other["id"]] = other
+    ps = cli("jobs", "ps", hub=hub, tmp=tmp_path)
+    assert ps.returncode == 0, ps.stderr
+    assert job.id in ps.stdout and "RUNNING" in ps.stdout and "cpu-basic" in ps.stdout
+    assert "qmd-ft data prepare" in ps.stdout and other["id"] not in ps.stdout
+    listed = json.loads(cli("jobs", "ps", "--all", "--json", hub=hub, tmp=tmp_path).stdout)
+    assert {r["id"] for r in listed} == {job.id, other["id"]}
+    logs = cli("jobs", "logs", job.id, hub=hub, tmp=tmp_path)
+    assert logs.stdout.splitlines() == ["step 1/2", "step 2/2"]
+    inspect = cli("jobs", "inspect", job.id, hub=hub, tmp=tmp_path)
+    assert f"outputs:  user/qmd-ft-jobs/{folder}/outputs" in inspect.stdout
+    assert "secrets:  HF_TOKEN" in inspect.stdout and TOKEN not in inspect.stdout
+    cancel = cli("jobs", "cancel", job.id, hub=hub, tmp=tmp_path)
+    assert cancel.returncode == 0 and f"job {job.id}: CANCELED" in cancel.stdout
+    follow = cli("jobs", "logs", job.id, "--follow", hub=hub, tmp=tmp_path)  # ended: returns
+    assert follow.returncode == 0 and "step 2/2" in follow.stdout
+
+    pulled = cli("jobs", "pull", job.id, hub=hub, tmp=tmp_path, cwd=proj)
+    assert pulled.returncode == 0, pulled.stderr
+    assert (proj / "data" / "prepared" / "train.jsonl").read_bytes() == files[
+        f"{folder}/outputs/data/prepared/train.jsonl"
+    ]
+    again = cli("jobs", "pull", job.id, hub=hub, tmp=tmp_path, cwd=proj)
+    assert again.returncode == 1 and "exists: pass --force" in again.stderr
+
+    missing = cli("jobs", "inspect", "f" * 24, hub=hub, tmp=tmp_path)
+    assert missing.returncode == 1 and "not found" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1
+    # a command with --json gets one JSON object on stdout instead of the summary
+    capsys.readouterr()
+    argv = ["score", "data/technical.jsonl", "--json", "--hf-jobs", "--flavor", "cpu-basic"]
+    scored = submit_cli_job(argv, None, flavor="cpu-basic", timeout="5m", install="0.1.0")
+    assert json.loads(capsys.readouterr().out)["job_id"] == scored.id
+    no_token = cli("jobs", "ps", hub=hub, tmp=tmp_path, token=False)
+    assert no_token.returncode == 1 and "no Hugging Face token" in no_token.stderr
+
+
+@pytest.mark.slow
+def test_train_job_on_the_tiny_model(
+    hub: FakeHub, tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real use: `train sft --hf-jobs` with a model outside the project, run as HF would."""
+    for module in ("torch", "trl", "peft", "backends.cuda"):
+        pytest.importorskip(module)
+    from qmd_ft.data.prepare import prepare
+
+    proj = make_project(tmp_path)
+    monkeypatch.chdir(proj)
+    prepare([Path("data/technical.jsonl")], Path("data/train"), None)
+    typed = "train sft --config configs/sft.yaml --backend cuda --device cpu --max-steps 2"
+    sets = [f"model.base={tiny_model_dir}", "training.batch_size=2", "model.output=outputs/job-sft"]
+    argv = [*typed.split(), *(t for kv in sets for t in ("--set", kv)), "--hf-jobs"]
+    job = submit_cli_job(
+        argv, Path("configs/sft.yaml"), flavor="a10g-large", timeout="1h", install="0.1.0"
+    )
+    spec = hub.state.job_specs[job.id]
+    folder = spec["environment"]["QMD_FT_JOB_FOLDER"]
+    done = run_like_hf_jobs(spec, hub, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    files = hub.state.repos[JOBS_REPO]
+    assert f"{folder}/outputs/outputs/job-sft/adapter_config.json" in files
+    assert not any(p.startswith(f"{folder}/outputs/data/") for p in files)  # inputs unchanged
