@@ -377,3 +377,30 @@ def test_train_job_on_the_tiny_model(
     files = hub.state.repos[JOBS_REPO]
     assert f"{folder}/outputs/outputs/job-sft/adapter_config.json" in files
     assert not any(p.startswith(f"{folder}/outputs/data/") for p in files)  # inputs unchanged
+
+
+@pytest.mark.parametrize(
+    ("args", "word"),
+    [
+        (["train", "sft", "--config", "configs/sft.yaml", "--backend", "cuda"], "train"),
+        (["eval", "--model", "outputs/sft", "--queries", "evals/queries.txt"], "eval"),
+        (["export", "gguf", "--model", "outputs/sft", "--quant", "f16"], "export"),
+    ],
+)
+def test_commands_submit_with_hf_jobs(
+    hub: FakeHub, tmp_path: Path, args: list[str], word: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--hf-jobs` on train, eval and export submits the same command, token only as secret."""
+    monkeypatch.setenv("QMD_FT_JOB_INSTALL", "0.1.0")  # independent of this checkout's git state
+    proj = make_project(tmp_path)
+    out = cli(*args, "--hf-jobs", "--namespace", "user", hub=hub, tmp=tmp_path, cwd=proj)
+    assert out.returncode == 0, out.stderr
+    (spec,) = hub.state.job_specs.values()
+    assert "job" in out.stdout and "qmd-ft jobs logs" in out.stdout
+    assert spec["secrets"] == {"HF_TOKEN": TOKEN}
+    assert TOKEN not in json.dumps({k: v for k, v in spec.items() if k != "secrets"})
+    assert word in json.dumps(
+        hub.state.repos[JOBS_REPO]
+        .get(next(p for p in hub.state.repos[JOBS_REPO] if p.endswith("job.json")))
+        .decode()
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -87,12 +88,31 @@ def eval_(
     retrieval: Annotated[bool, typer.Option("--retrieval", help="Retrieval metrics.")] = False,
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    hf_jobs: Annotated[bool, typer.Option("--hf-jobs", help="Run on HF Jobs.")] = False,
+    flavor: Annotated[str, typer.Option(help="HF Jobs hardware.")] = "a10g-small",
+    timeout: Annotated[str, typer.Option(help="HF Jobs time limit.")] = "1h",
+    namespace: Annotated[str | None, typer.Option(help="HF Jobs namespace.")] = None,
 ) -> None:
     """Generate one expansion per eval query (greedy by default) and score it.
 
     Example: qmd-ft eval --model outputs/merged -o outputs/eval/results.json -v
     """
     cfg = _config(config, set_)
+    if hf_jobs:
+        from qmd_ft.cli.jobs_cmd import submit_cli_job
+
+        gguf = backend == "gguf" or model.endswith(".gguf")
+        local = [p for p in (model, *(adapter or [])) if Path(p).exists()]
+        submit_cli_job(
+            sys.argv[1:],
+            config,
+            flavor=flavor,
+            timeout=timeout,
+            namespace=namespace,
+            extras=("gguf", "cuda") if gguf else ("cuda",),
+            required=[*local, queries or cfg.eval.queries],
+        )
+        return
     if retrieval:
         _eval_retrieval(model, list(adapter or []), cfg, backend, device, out, json_)
         return

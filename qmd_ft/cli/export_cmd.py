@@ -6,6 +6,7 @@ stays fast and works without numpy, gguf or llama-cpp-python installed.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,6 +46,10 @@ def export_gguf(
     no_verify: Annotated[
         bool, typer.Option("--no-verify", help="Skip loading and checking each file.")
     ] = False,
+    hf_jobs: Annotated[bool, typer.Option("--hf-jobs", help="Run on HF Jobs.")] = False,
+    flavor: Annotated[str, typer.Option(help="HF Jobs hardware.")] = "cpu-upgrade",
+    timeout: Annotated[str, typer.Option(help="HF Jobs time limit.")] = "1h",
+    namespace: Annotated[str | None, typer.Option(help="HF Jobs namespace.")] = None,
 ) -> None:
     """Write GGUF files (and quantize them) from an HF-format model directory.
 
@@ -58,6 +63,19 @@ def export_gguf(
     types = parse_types(quant)
     if not model.is_dir():
         raise UserError(f"{model}: not a directory (expected an HF-format model directory)")
+    if hf_jobs:
+        from qmd_ft.cli.jobs_cmd import submit_cli_job
+
+        submit_cli_job(
+            sys.argv[1:],
+            None,
+            flavor=flavor,
+            timeout=timeout,
+            namespace=namespace,
+            extras=("gguf", "cuda"),
+            required=[model],
+        )
+        return
     build_mod, _ = _gguf_modules()
     out_dir = out or Path(ExportConfig().out)
     with _progress() as on_event:

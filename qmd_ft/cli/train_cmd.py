@@ -9,6 +9,7 @@ arithmetic, data preparation) is checked for every planned stage before the firs
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -18,7 +19,7 @@ from typing import Annotated
 import typer
 
 from qmd_ft.backend import Backend, TrainRequest, get_backend, resolve_name
-from qmd_ft.cli.common import State, console, err_console, not_available, plain
+from qmd_ft.cli.common import State, console, err_console, plain
 from qmd_ft.config import Config, dump_config, load_config
 from qmd_ft.data.prepare import TRAIN_FILE, DataErrors, prepare
 from qmd_ft.data.reader import resolve_paths
@@ -184,8 +185,9 @@ def train(
         list[str] | None, typer.Option("--grpo-set", help="key.path=value for GRPO in `all`.")
     ] = None,
     hf_jobs: Annotated[bool, typer.Option("--hf-jobs", help="Run on HF Jobs.")] = False,
-    flavor: Annotated[str, typer.Option()] = "a10g-large",
-    timeout: Annotated[str, typer.Option()] = "2h",
+    flavor: Annotated[str, typer.Option(help="HF Jobs hardware.")] = "a10g-large",
+    timeout: Annotated[str, typer.Option(help="HF Jobs time limit, e.g. 2h.")] = "2h",
+    namespace: Annotated[str | None, typer.Option(help="HF Jobs namespace.")] = None,
 ) -> None:
     """Fine-tune: SFT (LoRA or full), then GRPO on the merged SFT weights.
 
@@ -220,7 +222,21 @@ def train(
             plain(f"  launch: accelerate, {gpus} DDP processes")
         return
     if hf_jobs:
-        not_available("train --hf-jobs", 8)
+        if name != "cuda":
+            raise UserError(f"--hf-jobs runs the cuda backend (got {name})")
+        from qmd_ft.cli.jobs_cmd import submit_cli_job
+
+        for cfg in unprepared.values():
+            prepare_data(cfg)  # the job gets the prepared data, not the recipe for it
+        submit_cli_job(
+            sys.argv[1:],
+            plans[0].source,
+            flavor=flavor,
+            timeout=timeout,
+            namespace=namespace,
+            required=[*(p.config.dataset.name for p in plans), *(p.source for p in plans)],
+        )
+        return
     impl = get_backend(name)
     requests = [
         TrainRequest(

@@ -41,7 +41,7 @@ def _git(checkout: Path, *args: str) -> str | None:
         )
     except (OSError, subprocess.CalledProcessError):
         return None
-    return done.stdout.strip()
+    return done.stdout.rstrip()  # keep porcelain status columns (" M path")
 
 
 def _https(url: str) -> str | None:
