@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -85,7 +86,7 @@ class Pipeline:
     def cached(self, name: str, inputs: str) -> StageResult | None:
         """The last successful run of this stage, when its inputs are unchanged."""
         rec = self.state.get(name)
-        if not rec or rec["inputs"] != inputs:
+        if not rec or rec["inputs"] != inputs or rec.get("status") != "done":
             return None
         if rec["artifact"] and not Path(rec["artifact"]).exists():
             return None
@@ -95,6 +96,7 @@ class Pipeline:
         self.results[result.name] = result
         if not result.skipped:
             self.state[result.name] = {
+                "status": "done",
                 "inputs": result.inputs,
                 "artifact": result.artifact,
                 "key": result.key,
@@ -106,15 +108,29 @@ class Pipeline:
         r = self.results.get(name)
         return r.inputs if r else ""
 
-    # -- stages ------------------------------------------------------------------------------
-    def request(self, cfg: Config) -> TrainRequest:
+    def begin_training(self, name: str, inputs: str, cfg: Config) -> TrainRequest:
+        """Mark a training stage as running; resume it only if it was cut short unchanged.
+
+        A run interrupted with the same inputs continues from its last checkpoint; output left
+        by a run with other inputs is stale and removed, so checkpoints never mix.
+        """
+        out = Path(cfg.model.output)
+        rec = self.state.get(name) or {}
+        resume = rec.get("status") == "running" and rec.get("inputs") == inputs
+        if not resume and out.exists():
+            shutil.rmtree(out)
+        self.state[name] = {"status": "running", "inputs": inputs}
+        self.save_state()
         return TrainRequest(
             config=cfg,
             data_dir=Path(cfg.dataset.name),
-            output_dir=Path(cfg.model.output),
+            output_dir=out,
             device=self.device,
             max_steps=self.max_steps,
+            resume=resume,
         )
+
+    # -- stages ------------------------------------------------------------------------------
 
     def stage_prepare(self) -> StageResult:
         ds = self.sft_cfg.dataset
@@ -137,7 +153,7 @@ class Pipeline:
         )
         if hit := self.cached("sft", inputs):
             return hit
-        adapter = get_backend(self.backend).sft(self.request(self.sft_cfg))
+        adapter = get_backend(self.backend).sft(self.begin_training("sft", inputs, self.sft_cfg))
         return StageResult("sft", str(adapter), _last_loss(adapter), inputs=inputs)
 
     def stage_grpo(self) -> StageResult:
@@ -145,7 +161,8 @@ class Pipeline:
         if hit := self.cached("grpo", inputs):
             return hit
         self.grpo_cfg.model.sft = self.results["sft"].artifact
-        adapter = get_backend(self.backend).grpo(self.request(self.grpo_cfg))
+        req = self.begin_training("grpo", inputs, self.grpo_cfg)
+        adapter = get_backend(self.backend).grpo(req)
         return StageResult("grpo", str(adapter), _last_reward(adapter), inputs=inputs)
 
     def merge_inputs(self) -> tuple[str, list[str]]:
