@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock requirements-nodeps.lock
 setup: $(VENV)/.installed
 
 demo: setup
-	$(VENV)/bin/qmd-ft --help
+	$(VENV)/bin/qmd-ft demo
 
 test: setup
 	$(PY) -m pytest -q
