@@ -58,8 +58,12 @@ def run_demo(
     log: Callable[[str], None] = print,
     on_stage: Callable[[StageResult], None] = lambda _: None,
     fresh: bool = True,
+    max_steps: int | None = None,
 ) -> DemoReport:
-    """Build, deploy-untrained, run the pipeline, compare; returns the measured report."""
+    """Build, deploy-untrained, run the pipeline, compare; returns the measured report.
+
+    `max_steps` caps both training stages (a smoke run; the demo's score needs the full run).
+    """
     from qmd_ft.tiny_model import build_tiny_model
 
     start = time.perf_counter()
@@ -75,6 +79,7 @@ def run_demo(
         [f"pipeline.out={out / 'pipeline'}", f"publish.registry={out / 'registry'}"],
         backend,
         base_model=str(base),
+        max_steps=max_steps,
         log=log,
     )
     t0 = time.perf_counter()

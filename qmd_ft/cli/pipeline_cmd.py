@@ -69,6 +69,9 @@ def demo(
     backend: Annotated[str, typer.Option(help="auto, cuda or mlx.")] = "auto",
     out: Annotated[Path, typer.Option(help="Where everything goes.")] = Path("outputs/demo"),
     json_: Annotated[bool, typer.Option("--json", help="End with a JSON summary.")] = False,
+    max_steps: Annotated[
+        int | None, typer.Option(min=1, help="Cap both training stages (a quick smoke run).")
+    ] = None,
 ) -> None:
     """Train, gate and export the tiny model offline in minutes: the whole job, small.
 
@@ -76,7 +79,7 @@ def demo(
     """
     from qmd_ft.demo import run_demo
 
-    report = run_demo(out, backend, log=plain, on_stage=_stage_line)
+    report = run_demo(out, backend, log=plain, on_stage=_stage_line, max_steps=max_steps)
     if json_:
         print_json(report.to_dict())
         return
