@@ -69,6 +69,23 @@ class TrainingConfig(Section):
     save_steps: int = Field(default=100, gt=0)
     eval_steps: int | None = Field(default=None, gt=0)
     gradient_checkpointing: bool = False
+    # Speed switches (cuda backend; mlx ignores them). Off by default: the plain recipe.
+    padding_free: bool = Field(default=False, description="One row per batch, no pad tokens.")
+    tokens_per_batch: int | Literal["auto"] | None = Field(
+        default=None, description="Size micro-batches by tokens ('auto': half free GPU memory)."
+    )
+    use_liger_kernel: bool = False
+    torch_compile: bool = False
+    fast_generation: bool = Field(default=False, description="GRPO rollouts via static cache.")
+    compile_generation: bool = False
+    use_vllm: bool = False
+
+    @field_validator("tokens_per_batch")
+    @classmethod
+    def _positive_tokens(cls, v: int | str | None) -> int | str | None:
+        if isinstance(v, int) and v <= 0:
+            raise ValueError("must be > 0 or 'auto'")
+        return v
 
 
 class LoraConfig(Section):
@@ -125,6 +142,8 @@ class EvalConfig(Section):
     temperature: float = Field(default=0.0, ge=0.0)
     top_p: float = Field(default=1.0, gt=0, le=1.0)
     seed: int = 0
+    fast_generation: bool = Field(default=False, description="Static KV cache decoder (cuda).")
+    compile_generation: bool = False
 
 
 class ExportConfig(Section):

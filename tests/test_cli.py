@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -124,12 +122,6 @@ def test_score_json_keys_and_order(tmp_path: Path) -> None:
         }
     ] * 2
     assert lines[1]["rating"] == "Failed" and lines[0]["total"] > 0
-
-
-@pytest.mark.parametrize("cmd", [["bench"]])
-def test_pending_commands_say_so(cmd: list[str]) -> None:
-    r = run(*cmd)
-    assert r.returncode == 1 and "not available yet (issue #" in r.stderr
 
 
 def test_doctor_reports_every_piece() -> None:

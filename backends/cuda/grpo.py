@@ -5,12 +5,15 @@ merged model doubles as the KL reference (TRL computes reference log-probs with 
 disabled): the `beta` penalty then pulls towards the SFT model, which is what keeps GRPO from
 drifting. TRL logs reward mean/std, KL and completion lengths into `trainer_state.json`; the
 completions behind them go to `completions.jsonl` so a reward curve can be read back as text.
+With `training.fast_generation` the rollouts come from `backends.cuda.rollout` (TRL's rollout
+hook), with `training.use_vllm` from TRL's colocated vLLM.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +31,8 @@ from backends.cuda.loading import (
     resolve_device,
     use_bf16,
 )
+from backends.cuda.rollout import FastRollout
+from backends.cuda.speed import SpeedOptions, check_speed
 from backends.cuda.training import (
     announce_start,
     checkpoint_to_resume,
@@ -43,6 +48,7 @@ from qmd_ft.reward import completion_text, qmd_reward, query_from_prompt
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
+    from trl import GRPOConfig, GRPOTrainer
 
 COMPLETIONS_FILE = "completions.jsonl"
 PROMPT_FIELDS = ("prompt", "messages")
@@ -157,15 +163,13 @@ class CompletionLog(TrainerCallback):
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def run_grpo(req: TrainRequest) -> Path:
-    """Train a fresh LoRA (or all weights) with GRPO; save it in `req.output_dir`."""
-    from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer
+def grpo_args(req: TrainRequest, device: str, speed: SpeedOptions) -> GRPOConfig:
+    """GRPOConfig from the config; vLLM (colocated on the training GPU) when asked for."""
+    from trl import GRPOConfig
 
-    cfg, g = req.config, req.config.grpo
-    device = resolve_device(req.device)
-    check_batch(cfg, int(os.environ.get("WORLD_SIZE", "1")))
-    args = GRPOConfig(
+    g = req.config.grpo
+    extra: dict[str, Any] = {"use_vllm": True, "vllm_mode": "colocate"} if speed.use_vllm else {}
+    return GRPOConfig(
         **trainer_kwargs(req, device, evaluate=False),
         num_generations=g.num_generations,
         max_completion_length=g.max_completion_length,
@@ -176,15 +180,47 @@ def run_grpo(req: TrainRequest) -> Path:
         epsilon=g.epsilon,
         scale_rewards=g.scale_rewards,
         num_iterations=g.num_iterations,
+        **extra,
     )
+
+
+@dataclass(frozen=True)
+class GrpoRun:
+    """A ready GRPO trainer and what `run_grpo` needs beside it to finish the run."""
+
+    trainer: GRPOTrainer
+    tokenizer: PreTrainedTokenizerBase
+    parents: list[str]
+
+
+def build_grpo(
+    req: TrainRequest,
+    speed: SpeedOptions | None = None,
+    callbacks: list[TrainerCallback] | None = None,
+) -> GrpoRun:
+    """The GRPO trainer of `req`, with the fast rollout hook when `fast_generation` is on.
+
+    `speed` None reads the switches from the config; `callbacks` join the trainer's own.
+    """
+    from datasets import Dataset
+    from trl import GRPOTrainer
+
+    cfg = req.config
+    device = resolve_device(req.device)
+    speed = SpeedOptions.from_config(cfg) if speed is None else speed
+    check_speed(speed, device)
+    check_batch(cfg, int(os.environ.get("WORLD_SIZE", "1")))
+    args = grpo_args(req, device, speed)
     rows = read_split(req.data_dir, TRAIN_FILE, cfg.dataset.max_samples)
-    checkpoint = checkpoint_to_resume(req.output_dir, req.resume)
 
     tokenizer = load_tokenizer(cfg.model.base, padding_side="left")
     dataset = Dataset.from_list(prompt_dataset(cfg, tokenizer, rows))
     # As in SFT: a bf16 frozen model under LoRA, fp32 master weights for full fine-tuning.
     bf16_base = cfg.lora is not None and use_bf16(device)
     model, parents = load_policy(cfg, torch.bfloat16 if bf16_base else torch.float32)
+    rollout = None
+    if speed.fast_generation:
+        rollout = FastRollout(tokenizer, compile=speed.compile_generation)
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=[qmd_reward],
@@ -192,20 +228,35 @@ def run_grpo(req: TrainRequest) -> Path:
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=peft_lora(cfg.lora) if cfg.lora is not None else None,
+        callbacks=callbacks,
+        rollout_func=rollout,
     )
     trainer.add_callback(CompletionLog(trainer, req.output_dir / COMPLETIONS_FILE))
+    return GrpoRun(trainer, tokenizer, parents)
+
+
+def run_grpo(
+    req: TrainRequest,
+    speed: SpeedOptions | None = None,
+    callbacks: list[TrainerCallback] | None = None,
+) -> Path:
+    """Train a fresh LoRA (or all weights) with GRPO; save it in `req.output_dir`."""
+    checkpoint = checkpoint_to_resume(req.output_dir, req.resume)
+    run = build_grpo(req, speed, callbacks)
+    trainer = run.trainer
     announce_start(req, checkpoint)
     trainer.train(resume_from_checkpoint=checkpoint)
     metrics = {
         key: last_logged(trainer, key)
         for key in ("loss", "reward", "reward_std", "kl", "completions/mean_length")
     }
+    cfg = req.config
     return finish(
         trainer,
-        tokenizer,
+        run.tokenizer,
         req,
         "grpo-adapter" if cfg.lora is not None else "grpo-model",
         data_sha256=data_hash(req.data_dir),
-        parents=parents,
+        parents=run.parents,
         metrics=metrics,
     )

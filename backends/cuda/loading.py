@@ -68,14 +68,21 @@ def load_tokenizer(ref: str | Path, padding_side: str = "right") -> PreTrainedTo
     return tokenizer
 
 
-def load_model(ref: str | Path, dtype: torch.dtype) -> PreTrainedModel:
-    """A causal LM from a local dir or hub id, in `dtype`, on the CPU (trainers move it)."""
+def load_model(
+    ref: str | Path, dtype: torch.dtype, attn_implementation: str | None = None
+) -> PreTrainedModel:
+    """A causal LM from a local dir or hub id, in `dtype`, on the CPU (trainers move it).
+
+    `attn_implementation` None keeps transformers' default (sdpa); the speed paths pass
+    `flash_attention_2` when padding-free batches can use its varlen kernels.
+    """
     from transformers import AutoModelForCausalLM
 
     if isinstance(ref, Path) or str(ref).startswith((".", "/")):
         require_dir(ref, "model", "check the path")
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
-        return AutoModelForCausalLM.from_pretrained(str(ref), dtype=dtype)
+        return AutoModelForCausalLM.from_pretrained(str(ref), dtype=dtype, **extra)
     except (OSError, ValueError) as e:
         raise UserError(f"cannot load model {ref}: {_first_line(e)}") from e
 

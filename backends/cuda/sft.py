@@ -3,12 +3,14 @@
 Rows are tokenized here rather than by TRL: TRL appends the eos token to any completion that
 does not end with it, and ours end with `<|im_end|>\\n` (Qwen3's turn ending, as rendered by
 `qmd_ft.prompt`), so TRL would train a second `<|im_end|>`. Tokenizing the prompt exactly as
-generation does and the completion after it keeps training text and inference text identical;
-TRL still truncates to `max_length` and can pack these rows (they carry `input_ids`/`labels`).
+generation does and the completion after it keeps training text and inference text identical.
+Rows are cut to `max_length` here too, so the plain path and the padding-free one (where TRL
+does not truncate) train on the same tokens; the speed switches are `backends.cuda.speed`'s.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +18,13 @@ import torch
 
 from backends.cuda.data import data_hash, read_split
 from backends.cuda.loading import load_model, load_tokenizer, peft_lora, resolve_device, use_bf16
+from backends.cuda.speed import (
+    SpeedOptions,
+    attn_implementation,
+    auto_tokens_per_batch,
+    check_speed,
+    rows_per_batch,
+)
 from backends.cuda.training import (
     announce_start,
     checkpoint_to_resume,
@@ -28,7 +37,8 @@ from qmd_ft.data.prepare import TRAIN_FILE, VAL_FILE
 
 if TYPE_CHECKING:
     from datasets import Dataset
-    from transformers import PreTrainedTokenizerBase
+    from transformers import PreTrainedTokenizerBase, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
 
 IGNORE_INDEX = -100
 """Label of tokens that do not count towards the loss (PyTorch's cross-entropy default)."""
@@ -50,50 +60,124 @@ def tokenize_example(
     }
 
 
-def tokenized_dataset(tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]) -> Dataset:
-    """Prepared records (with `prompt`/`completion`) as a tokenized `datasets.Dataset`."""
+def tokenized_dataset(
+    tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]], max_length: int | None = None
+) -> Dataset:
+    """Prepared records (with `prompt`/`completion`) as a tokenized `datasets.Dataset`.
+
+    Rows are cut to `max_length` tokens here (keeping the start, as TRL would): padding-free
+    batches make TRL skip its own truncation, and cutting in one place keeps both paths equal.
+    """
     from datasets import Dataset
 
-    return Dataset.from_list(
-        [tokenize_example(tokenizer, row["prompt"], row["completion"]) for row in rows]
+    examples = [tokenize_example(tokenizer, row["prompt"], row["completion"]) for row in rows]
+    if max_length is not None:
+        examples = [{k: v[:max_length] for k, v in ex.items()} for ex in examples]
+    return Dataset.from_list(examples)
+
+
+@dataclass(frozen=True)
+class SftRun:
+    """A ready SFT trainer and what `run_sft` needs beside it to finish the run."""
+
+    trainer: SFTTrainer
+    tokenizer: PreTrainedTokenizerBase
+    evaluate: bool
+
+
+def sft_args(
+    req: TrainRequest, device: str, speed: SpeedOptions, evaluate: bool, lengths: list[int]
+) -> SFTConfig:
+    """SFTConfig for the plain path, with the speed switches applied on top.
+
+    Padding-free batches carry no pad tokens, so TRL's length cap (which it cannot enforce on
+    them) is replaced by the truncation done while tokenizing. A token budget per micro-batch
+    replaces `training.batch_size`; without padding-free, length grouping keeps those larger
+    padded batches nearly free of padding.
+    """
+    from trl import SFTConfig
+
+    kwargs = trainer_kwargs(req, device, evaluate=evaluate)
+    cfg = req.config
+    tokens = speed.tokens_per_batch
+    if tokens == "auto":
+        from transformers import AutoConfig
+
+        model_config = AutoConfig.from_pretrained(cfg.model.base)
+        tokens = auto_tokens_per_batch(model_config, device, cfg.training.max_length)
+    if tokens is not None:
+        rows = rows_per_batch(tokens, lengths)
+        kwargs["per_device_train_batch_size"] = kwargs["per_device_eval_batch_size"] = rows
+        if not speed.padding_free:
+            kwargs["train_sampling_strategy"] = "group_by_length"
+    return SFTConfig(
+        **kwargs,
+        max_length=None if speed.padding_free else cfg.training.max_length,
+        padding_free=speed.padding_free,
+        use_liger_kernel=speed.use_liger_kernel,
+        torch_compile=speed.torch_compile,
     )
 
 
-def run_sft(req: TrainRequest) -> Path:
-    """Train LoRA (or the full model when `config.lora` is None); save it in `req.output_dir`."""
-    from trl import SFTConfig, SFTTrainer
+def build_sft(
+    req: TrainRequest,
+    speed: SpeedOptions | None = None,
+    callbacks: list[TrainerCallback] | None = None,
+) -> SftRun:
+    """The SFT trainer of `req`: data tokenized, model loaded, speed switches applied.
+
+    `speed` None reads the switches from the config (`SpeedOptions.from_config`); `qmd-ft
+    bench` and the tests pass them explicitly. `callbacks` are added to the trainer's own.
+    """
+    from trl import SFTTrainer
 
     cfg = req.config
     device = resolve_device(req.device)
+    speed = SpeedOptions.from_config(cfg) if speed is None else speed
+    check_speed(speed, device)
     train_rows = read_split(req.data_dir, TRAIN_FILE, cfg.dataset.max_samples)
     val_rows = read_split(req.data_dir, VAL_FILE)
-    checkpoint = checkpoint_to_resume(req.output_dir, req.resume)
 
     tokenizer = load_tokenizer(cfg.model.base)
+    max_length = cfg.training.max_length
+    train = tokenized_dataset(tokenizer, train_rows, max_length)
+    lengths = [len(ids) for ids in train["input_ids"]]
+    args = sft_args(req, device, speed, bool(val_rows), lengths)
     # LoRA keeps the frozen base in bf16 (half the memory); full fine-tuning keeps fp32 master
     # weights and lets bf16 autocast do the compute, since bf16 weights lose small updates.
     bf16_base = cfg.lora is not None and use_bf16(device)
-    model = load_model(cfg.model.base, torch.bfloat16 if bf16_base else torch.float32)
-    args = SFTConfig(
-        **trainer_kwargs(req, device, evaluate=bool(val_rows)),
-        max_length=cfg.training.max_length,
-    )
+    dtype = torch.bfloat16 if bf16_base else torch.float32
+    model = load_model(cfg.model.base, dtype, attn_implementation(speed, device))
     trainer = SFTTrainer(
         model=model,
         args=args,
-        train_dataset=tokenized_dataset(tokenizer, train_rows),
-        eval_dataset=tokenized_dataset(tokenizer, val_rows) if val_rows else None,
+        train_dataset=train,
+        eval_dataset=tokenized_dataset(tokenizer, val_rows, max_length) if val_rows else None,
         processing_class=tokenizer,
         peft_config=peft_lora(cfg.lora) if cfg.lora is not None else None,
+        callbacks=callbacks,
     )
+    return SftRun(trainer, tokenizer, bool(val_rows))
+
+
+def run_sft(
+    req: TrainRequest,
+    speed: SpeedOptions | None = None,
+    callbacks: list[TrainerCallback] | None = None,
+) -> Path:
+    """Train LoRA (or the full model when `config.lora` is None); save it in `req.output_dir`."""
+    checkpoint = checkpoint_to_resume(req.output_dir, req.resume)
+    run = build_sft(req, speed, callbacks)
+    trainer = run.trainer
     announce_start(req, checkpoint)
     trainer.train(resume_from_checkpoint=checkpoint)
     metrics: dict[str, Any] = {"train_loss": last_logged(trainer, "loss")}
-    if val_rows:
+    if run.evaluate:
         metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
+    cfg = req.config
     return finish(
         trainer,
-        tokenizer,
+        run.tokenizer,
         req,
         "sft-adapter" if cfg.lora is not None else "sft-model",
         data_sha256=data_hash(req.data_dir),

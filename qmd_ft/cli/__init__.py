@@ -9,6 +9,7 @@ import typer
 
 from qmd_ft import __version__
 from qmd_ft.cli import (
+    bench_cmd,
     config_cmd,
     data_cmd,
     doctor_cmd,
@@ -17,7 +18,6 @@ from qmd_ft.cli import (
     jobs_cmd,
     merge_cmd,
     model_cmd,
-    pending,
     pipeline_cmd,
     score_cmd,
     train_cmd,
@@ -63,7 +63,7 @@ app.command("compare")(eval_cmd.compare_cmd)
 app.command("publish")(eval_cmd.publish)
 app.command("pipeline")(pipeline_cmd.pipeline)
 app.command("demo")(pipeline_cmd.demo)
-app.command("bench")(pending.bench)
+app.command("bench")(bench_cmd.bench)
 
 
 def main() -> None:

@@ -8,8 +8,6 @@ from typing import Any
 
 from rich.console import Console
 
-from qmd_ft.errors import UserError
-
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False)
 
@@ -29,8 +27,3 @@ def print_json(obj: Any) -> None:
 def plain(text: str) -> None:
     """Print user data verbatim (no rich markup interpretation of brackets)."""
     console.print(text, markup=False, highlight=False, soft_wrap=True)
-
-
-def not_available(command: str, issue: int) -> None:
-    """Commands whose issue has not landed yet say so and exit 1."""
-    raise UserError(f"`qmd-ft {command}` is not available yet (issue #{issue})")
