@@ -176,6 +176,9 @@ def grpo_args(req: TrainRequest, device: str, speed: SpeedOptions) -> GRPOConfig
         temperature=g.temperature,
         top_p=g.top_p,
         beta=g.beta,
+        # The classic k3 KL penalty (TRL 1.16 defaults to the ratio-weighted variant, whose
+        # gradient adds beta * KL per token); the mlx loop implements this same loss.
+        use_bias_correction_kl=False,
         loss_type=g.loss_type,
         epsilon=g.epsilon,
         scale_rewards=g.scale_rewards,
