@@ -340,7 +340,7 @@ def test_gguf_backend_generates_greedy_like_verify(exported: BuildResult) -> Non
     assert BACKEND.name == "gguf" and BACKEND.available() == (True, "")
     generate = BACKEND.generator(str(f.path), [], EvalConfig(max_new_tokens=64))
     [text] = generate([render_prompt("how to configure authentication")])
-    assert text == f.verification.metrics["completion"]
+    assert text == f.verification.metrics["completion"].strip()  # eval text is trimmed
 
 
 def test_eval_picks_gguf_backend_for_gguf_files(exported: BuildResult, tmp_path: Path) -> None:

@@ -29,6 +29,9 @@ PROMPT_BUDGET = 512
 _THINK = re.compile(r"<think>.*?(?:</think>\s*|\Z)", re.DOTALL)
 """A think block, or an unclosed one running to the end (the token budget ran out)."""
 
+UTF8_SLACK = 8
+"""Extra context for the tokens that finish a multi-byte character after max_tokens."""
+
 _INFERENCE_ONLY = (
     "the gguf backend is for inference (eval) only: GGUF files cannot be trained or merged; "
     "use --backend cuda or mlx for {}"
@@ -88,7 +91,9 @@ class GgufBackend:
 
         llm = load(
             path,
-            n_ctx=PROMPT_BUDGET + gen.max_new_tokens,
+            # llama-cpp-python 0.3.36 keeps decoding past max_tokens while the text ends in an
+            # incomplete UTF-8 character (at most 3 more byte tokens): leave room for that.
+            n_ctx=PROMPT_BUDGET + gen.max_new_tokens + UTF8_SLACK,
             n_gpu_layers=_gpu_layers(device),
             seed=gen.seed,
         )
@@ -115,7 +120,7 @@ def _complete(llm: Any, prompt: str, gen: EvalConfig) -> str:
         seed=gen.seed,
         stop=[IM_END, ENDOFTEXT],
     )
-    return strip_think(out["choices"][0]["text"])
+    return strip_think(out["choices"][0]["text"]).strip()
 
 
 BACKEND = GgufBackend()
