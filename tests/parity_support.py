@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from qmd_ft.gguf.verify import forced_logits, greedy_ids
 from qmd_ft.queries import read_queries
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -251,25 +252,6 @@ def top_two(logits: np.ndarray) -> tuple[int, int, float]:
     return int(first), int(second), float(logits[first] - logits[second])
 
 
-def llama_greedy(llm: Any, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
-    """Argmax decoding on a llama-cpp-python model, stop token included when one is chosen."""
-    from qmd_ft.prompt import ENDOFTEXT
-
-    stops = {llm.token_eos(), *llm.tokenize(ENDOFTEXT.encode(), add_bos=False, special=True)}
-    llm.reset()
-    llm.eval(prompt_ids)
-    out: list[int] = []
-    for _ in range(max_new_tokens):
-        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-        out.append(token)
-        if token in stops:
-            break
-        llm.eval([token])
-    return out
-
-
-def llama_logits(llm: Any, sequence: list[int]) -> np.ndarray:
-    """The logits at every position of `sequence`, teacher-forced (needs `logits_all`)."""
-    llm.reset()
-    llm.eval(sequence)
-    return np.array(llm.scores[: len(sequence)], dtype=np.float32)
+# llama.cpp decoding and teacher-forced logits: the GGUF verifier's own functions.
+llama_greedy = greedy_ids
+llama_logits = forced_logits

@@ -209,7 +209,7 @@ def verify_file(path: Path, gguf_type: str | None, ref: Reference | None) -> Ver
             same = prompt_ids == ref.prompt_ids
             detail = "" if same else f"llama.cpp {prompt_ids[:12]}… vs {ref.prompt_ids[:12]}…"
             result.checks.append(Check("tokens", same, detail))
-        completion = _greedy(llm, prompt_ids, max_new_tokens)
+        completion = greedy_ids(llm, prompt_ids, max_new_tokens)
         result.metrics["completion"] = _completion_text(
             llm.detokenize(completion, special=True).decode("utf-8", "replace")
         )
@@ -275,7 +275,7 @@ def _check_metadata(llm: Any, ref: Reference | None) -> Check:
     return Check("metadata", not problems, detail)
 
 
-def _greedy(llm: Any, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
+def greedy_ids(llm: Any, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
     """Argmax decoding from the file's own logits, up to and including a stop token.
 
     Argmax over the raw logits rather than llama.cpp's sampler chain: nothing (repeat penalty,
@@ -294,7 +294,7 @@ def _greedy(llm: Any, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
     return out
 
 
-def _forced_logits(llm: Any, sequence: list[int]) -> np.ndarray:
+def forced_logits(llm: Any, sequence: list[int]) -> np.ndarray:
     """The file's logits at every position of `sequence` (teacher forcing)."""
     llm.reset()
     llm.eval(sequence)
@@ -305,7 +305,7 @@ def _check_parity(
     llm: Any, ref: Reference, completion: list[int], gguf_type: str, metrics: dict[str, Any]
 ) -> Check:
     """Identical greedy tokens, or logits within `RTOL` of the largest reference logit."""
-    logits = _forced_logits(llm, ref.prompt_ids + ref.completion_ids)
+    logits = forced_logits(llm, ref.prompt_ids + ref.completion_ids)
     diff = float(np.abs(logits - ref.logits).max())
     scale = float(np.abs(ref.logits).max()) or 1.0
     same = completion == ref.completion_ids
@@ -336,7 +336,7 @@ def _check_generate(
         return [produced, Check("score", None, "skipped: no reference model given")]
     from qmd_ft.reward import score
 
-    logits = _forced_logits(llm, ref.prompt_ids + ref.completion_ids)
+    logits = forced_logits(llm, ref.prompt_ids + ref.completion_ids)
     agree = float((logits.argmax(axis=1) == ref.logits.argmax(axis=1)).mean())
     got = score(query, metrics["completion"]).percentage
     metrics.update(top1_agreement=agree, score=got, reference_score=ref.score)
