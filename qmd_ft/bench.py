@@ -20,6 +20,7 @@ from typing import Any
 from qmd_ft.backend import get_backend
 from qmd_ft.errors import UserError
 from qmd_ft.prompt import NO_THINK, render_completion, render_prompt, user_message
+from qmd_ft.tiny_model import TINY_SHAPE
 
 SHAPES: dict[str, dict[str, Any]] = {
     # Qwen/Qwen3-1.7B's config.json: 1,720,574,976 parameters with the tied embedding.
@@ -37,19 +38,7 @@ SHAPES: dict[str, dict[str, Any]] = {
         "tie_word_embeddings": True,
     },
     # qmd_ft.tiny_model's shape and vocabulary size: seconds on a CPU.
-    "tiny": {
-        "vocab_size": 1024,
-        "hidden_size": 128,
-        "intermediate_size": 384,
-        "num_hidden_layers": 4,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "head_dim": 32,
-        "max_position_embeddings": 2048,
-        "rope_theta": 1_000_000,
-        "rms_norm_eps": 1e-6,
-        "tie_word_embeddings": True,
-    },
+    "tiny": {"vocab_size": 1024, **TINY_SHAPE},
 }
 
 PROMPT_WORDS = ("user", "assistant", NO_THINK, *user_message("").split())
