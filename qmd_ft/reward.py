@@ -261,11 +261,9 @@ def repetition_penalty(text: str) -> int:
     """2 points per repeat beyond the second of each content word longer than 2 characters."""
     low = text.lower()
     words = (_LONG_WORD_ASCII if low.isascii() else _LONG_WORD).findall(low)
-    if len(words) - len(set(words)) < 2:
-        return 0  # no word can occur 3 times
     counts = Counter(words)
-    if max(counts.values()) < 3:
-        return 0
+    if len(counts) > len(words) - 2:
+        return 0  # fewer than two repeats in all: no word can occur 3 times
     return sum((n - 2) * 2 for word, n in counts.items() if n >= 3 and word not in REPEAT_STOPWORDS)
 
 
