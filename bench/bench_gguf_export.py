@@ -47,19 +47,11 @@ from typing import Any
 
 import numpy as np
 
-from qmd_ft.tiny_model import TINY_SHAPE, build_tiny_model, tensor_shapes
+from qmd_ft.bench import SHAPES
+from qmd_ft.tiny_model import build_tiny_model, tensor_shapes
 
-QWEN3_1_7B: dict[str, Any] = {
-    **TINY_SHAPE,
-    "hidden_size": 2048,
-    "intermediate_size": 6144,
-    "num_hidden_layers": 28,
-    "num_attention_heads": 16,
-    "num_key_value_heads": 8,
-    "head_dim": 128,
-    "max_position_embeddings": 40960,
-}
-VOCAB_SIZE = 151_936
+QWEN3_1_7B: dict[str, Any] = {k: v for k, v in SHAPES["qwen3-1.7b"].items() if k != "vocab_size"}
+VOCAB_SIZE = SHAPES["qwen3-1.7b"]["vocab_size"]
 BPE_TOKENS = 151_643
 QWEN3_ADDED = [
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
