@@ -18,6 +18,7 @@ from typing import Any
 from qmd_ft.evaluation import load_results, run_eval, write_results
 from qmd_ft.pipeline import StageResult, build_pipeline
 from qmd_ft.publish.registry import EVAL_FILE, LocalRegistry
+from qmd_ft.publish.release import model_files
 
 DEMO_CONFIG = Path("configs/demo/pipeline.yaml")
 
@@ -91,7 +92,7 @@ def run_demo(
     registry = LocalRegistry(out / "registry")
     registry.upload(
         pipe.cfg.publish.repo,
-        {EVAL_FILE: before_path} | _model_files(base),
+        {EVAL_FILE: before_path} | model_files(base),
         "deploy the untrained tiny model (demo baseline)",
     )
     on_stage(
@@ -120,7 +121,3 @@ def run_demo(
         stages=stages,
         artifacts=artifacts,
     )
-
-
-def _model_files(model: Path) -> dict[str, Path]:
-    return {p.name: p for p in sorted(model.iterdir()) if p.is_file()}

@@ -62,7 +62,8 @@ def harness_evaluator(backend: str, gen: EvalConfig, device: str | None = None) 
     return evaluate
 
 
-def _model_files(model: Path) -> dict[str, Path]:
+def model_files(model: Path) -> dict[str, Path]:
+    """Every file of a model directory by its path in the repo (hidden files left out)."""
     return {
         str(p.relative_to(model)): p
         for p in sorted(model.rglob("*"))
@@ -141,7 +142,7 @@ def plan_release(
     staging = Path(tempfile.mkdtemp(prefix="qmd-ft-release-"))
     (staging / "README.md").write_text(card, encoding="utf-8")
     write_results(results, staging / EVAL_FILE)
-    files = _model_files(model)
+    files = model_files(model)
     files.pop(MANIFEST, None)
     files |= {"README.md": staging / "README.md", EVAL_FILE: staging / EVAL_FILE}
     if retrieval_doc is not None:
