@@ -182,7 +182,9 @@ def test_sampling_filters_like_top_k_and_top_p() -> None:
     assert select_next(logits[:1], Sampling()).item() == 0
 
 
-def test_fast_eval_generator_gives_the_plain_generators_texts(memorized: Path) -> None:
+def test_fast_eval_generator_gives_the_plain_generators_texts(
+    memorized: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     queries = [EXAMPLES[0][0], THINK_QUERY, "an unseen and rather longer query about gardening"]
     prompts = [render_prompt(q) for q in queries]
     gen = EvalConfig(max_new_tokens=120, batch_size=2)
@@ -195,9 +197,22 @@ def test_fast_eval_generator_gives_the_plain_generators_texts(memorized: Path) -
 
         fast_generation: bool = True
 
-    sampled = FastEval(max_new_tokens=24, batch_size=4, temperature=1.5, seed=3)
+    short = {"max_new_tokens": 24, "batch_size": 4}
+    greedy = make_generator(str(memorized), [], EvalConfig(**short), "cpu", fast=True)(prompts)
+    decoded: list[int] = []
+    real_generate = StaticDecoder.generate
+
+    def counted(self: StaticDecoder, *args: Any, **kwargs: Any) -> list[list[int]]:
+        decoded.append(len(args[0]))
+        return real_generate(self, *args, **kwargs)
+
+    monkeypatch.setattr(StaticDecoder, "generate", counted)
+    sampled = FastEval(**short, temperature=1.5, seed=3)
     generate = make_generator(str(memorized), [], sampled, "cpu")
-    assert generate(prompts) == generate(prompts)  # seeded
+    first = generate(prompts)
+    assert decoded == [3], "eval.fast_generation did not select the static-cache decoder"
+    assert generate(prompts) == first  # seeded
+    assert first != greedy  # and sampled at the configured temperature, not greedy
 
 
 @pytest.mark.slow

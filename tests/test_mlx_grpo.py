@@ -373,7 +373,15 @@ def test_grpo_resume_equals_uninterrupted_run(lex_setup: tuple[Path, Path], tmp_
     whole = grpo(grpo_request(model, data, tmp_path / "whole", steps=3))
     cut = tmp_path / "cut"
     shutil.copytree(whole, cut)
-    shutil.rmtree(cut / "checkpoint-3")  # as if killed after the step-2 checkpoint
+    # As if killed after the step-2 checkpoint: checkpoint-3 and the final outputs (written only
+    # at the end) do not exist yet, so they must come from the resumed run, not from the copy.
+    # The logs keep their step-3 lines: resuming must drop them and write that step again.
+    for path in cut.iterdir():
+        if path.name not in ("checkpoint-2", "log.jsonl", "completions.jsonl"):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
     grpo(grpo_request(model, data, cut, steps=3, resume=True))
 
     a = mx.load(str(whole / "adapter_model.safetensors"))

@@ -133,7 +133,15 @@ def test_resume_continues_to_the_same_weights(
 
     cut = tmp_path / "cut"
     shutil.copytree(whole, cut)
-    shutil.rmtree(cut / "checkpoint-4")  # as if killed after the step-2 checkpoint
+    # As if killed after the step-2 checkpoint: checkpoint-4 and the final outputs (written only
+    # at the end) do not exist yet, so they must come from the resumed run, not from the copy.
+    # The log keeps its later lines: resuming must drop them and log those steps again.
+    for path in cut.iterdir():
+        if path.name not in ("checkpoint-2", "log.jsonl"):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
     with pytest.raises(UserError, match="--resume"):
         sft(request(tiny_model_dir, data_dir, cut, steps=4, save_steps=2))
     req = request(tiny_model_dir, data_dir, cut, steps=4, save_steps=2)
