@@ -34,7 +34,8 @@ class TrainRequest:
 
 
 Generator = Callable[[list[str]], list[str]]
-"""Rendered prompts in, completions out (think blocks stripped, stopped at <|im_end|>)."""
+"""Rendered prompts in, eval texts out: cut at the stop token, special tokens kept, closed think
+blocks removed (`qmd_ft.prompt.strip_think`), the same on every backend."""
 
 
 class Backend(Protocol):

@@ -8,6 +8,8 @@ The strings equal what Qwen3's own chat template renders for the same messages.
 
 from __future__ import annotations
 
+import re
+
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
 ENDOFTEXT = "<|endoftext|>"
@@ -19,6 +21,8 @@ INSTRUCTION = "Expand this search query:"
 NO_THINK = "/no_think"
 OUTPUT_ORDER = ("hyde", "lex", "vec")
 ONLY_TYPES = ("lex", "vec", "hyde")
+
+_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL)
 
 
 def user_message(query: str) -> str:
@@ -60,3 +64,14 @@ def format_output(lines: list[tuple[str, str]]) -> str:
     """
     ordered = sorted(lines, key=lambda kv: OUTPUT_ORDER.index(kv[0]))
     return "\n".join(f"{kind}: {text.strip()}" for kind, text in ordered)
+
+
+def strip_think(completion: str) -> str:
+    """The eval text of a completion: its closed `<think>…</think>` blocks removed, trimmed.
+
+    Every eval generator (cuda, mlx, gguf) returns this, as QMD's own eval script did for the
+    deployed model's published score, so a new model is gated on the same footing. An unclosed
+    `<think>` (the token budget ran out mid-thought) stays, and the rubric scores it a failure.
+    Training rewards score the completion unstripped: thinking forfeits the rubric's bonus.
+    """
+    return _THINK_BLOCK.sub("", completion).strip()

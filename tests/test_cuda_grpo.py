@@ -15,14 +15,36 @@ pytest.importorskip("trl")
 from cuda_support import log_history, make_config, memorized_model, prepared, write_examples
 from safetensors.torch import load_file
 
-from backends.cuda.grpo import COMPLETIONS_FILE, run_grpo
+from backends.cuda.grpo import COMPLETIONS_FILE, SCORED_TEXT, rubric_reward, run_grpo
+from backends.cuda.loading import load_tokenizer
 from qmd_ft.backend import TrainRequest
+from qmd_ft.prompt import IM_END, IM_START, render_prompt
 from qmd_ft.reward import score
 
 
 @pytest.fixture(scope="module")
 def memorized(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
     return memorized_model(tmp_path_factory, tiny_model_dir)
+
+
+def test_reward_scores_the_ids_as_eval_decodes_them(tiny_model_dir: Path) -> None:
+    """TRL's completion text skips special tokens, which would hide a leaked `<|im_start|>`
+    (a rubric failure in eval); the reward decodes TRL's ids with them kept, up to the stop."""
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    im_end = tokenizer.convert_tokens_to_ids(IM_END)
+    good = "lex: auth config\nvec: how do I configure authentication"
+    leak = "lex: auth config\n<|im_start|>assistant\nvec: how do I configure authentication"
+    ids = [tokenizer(t)["input_ids"] + [im_end] for t in (good, leak)]
+    trl_text = tokenizer.batch_decode(ids, skip_special_tokens=True)
+    assert IM_START not in trl_text[1]
+    logged: dict[str, list[str]] = {}
+    reward = rubric_reward(tokenizer, {im_end})
+    rewards = reward(
+        [render_prompt("auth config")] * 2, trl_text, ids, log_extra=logged.__setitem__
+    )
+    assert rewards == [score("auth config", good).reward, 0.0] and rewards[0] > 0
+    assert logged == {SCORED_TEXT: [good, leak]}
+    assert reward.__name__ == "qmd_reward"  # TRL's log key: rewards/qmd_reward/mean
 
 
 def test_grpo_trains_a_fresh_lora_and_logs_the_rubric_rewards(

@@ -18,7 +18,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from backends.cuda import BACKEND
-from backends.cuda.generate import cut_at_stop, strip_think
+from backends.cuda.generate import cut_at_stop
 from qmd_ft.config import EvalConfig
 from qmd_ft.prompt import IM_END, render_prompt
 
@@ -117,9 +117,6 @@ def test_checkpoint_sampling_defaults_do_not_leak(memorized: Path, tmp_path: Pat
         assert BACKEND.generator(str(tmp_path / "m"), [], gen, "cpu")(prompts) == want
 
 
-def test_strip_think_and_cut_at_stop() -> None:
-    assert strip_think("<think>\nplan\n</think>\n\nlex: a") == "lex: a"
-    assert strip_think("lex: a\n<think>x</think>vec: b<think>y</think>") == "lex: a\nvec: b"
-    assert strip_think("<think>unclosed lex: a") == "<think>unclosed lex: a"
+def test_cut_at_stop() -> None:
     assert cut_at_stop([5, 6, 7, 2, 8, 9], {2, 3}) == [5, 6, 7]
     assert cut_at_stop([5, 6], {2}) == [5, 6]

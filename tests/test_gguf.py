@@ -14,7 +14,10 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,7 +29,7 @@ torch = pytest.importorskip("torch")
 import gguf  # noqa: E402
 import numpy as np  # noqa: E402
 
-from backends.gguf import BACKEND, strip_think  # noqa: E402
+from backends.gguf import BACKEND  # noqa: E402
 from qmd_ft.config import EvalConfig  # noqa: E402
 from qmd_ft.errors import UserError  # noqa: E402
 from qmd_ft.gguf import ALL_TYPES, parse_types  # noqa: E402
@@ -38,6 +41,7 @@ from qmd_ft.gguf.runtime import load  # noqa: E402
 from qmd_ft.gguf.verify import Reference, reference  # noqa: E402
 from qmd_ft.manifest import file_sha256  # noqa: E402
 from qmd_ft.prompt import ENDOFTEXT, IM_END, IM_START, THINK_OPEN, render_prompt  # noqa: E402
+from qmd_ft.reward import score  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LOGIT_BOUND = {"f32": 1e-5, "f16": 5e-3, "bf16": 3e-2}
@@ -370,7 +374,36 @@ def test_gguf_backend_refuses_training_and_adapters(exported: BuildResult) -> No
         BACKEND.generator("outputs/merged", [], EvalConfig())
 
 
-def test_strip_think() -> None:
-    assert strip_think("<think>\nplan\n</think>\n\nlex: a\nvec: b") == "lex: a\nvec: b"
-    assert strip_think("lex: a<think>never closed") == "lex: a"
-    assert strip_think("lex: a") == "lex: a"
+class Scripted:
+    """A loaded GGUF model whose sampler is replaced by a fixed token script (the rest is real)."""
+
+    def __init__(self, llm: Any, script: list[int]):
+        self.llm, self.script = llm, script
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.llm, name)
+
+    def generate(self, tokens: list[int], **_: Any) -> Iterator[int]:
+        yield from self.script
+
+
+def test_gguf_eval_text_keeps_leaked_special_tokens_and_stops_like_the_others(
+    exported: BuildResult, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A leaked `<|im_start|>` must reach the rubric (llama.cpp's own completion text drops it),
+    the text ends at the first stop token or after max_new_tokens, think blocks are removed."""
+    from qmd_ft.gguf import runtime
+
+    path = str(_path(exported, "f32"))
+    llm = runtime.load(Path(path), n_ctx=256)
+    ids = partial(llm.tokenize, add_bos=False, special=True)
+    leak = "<think>\nplan\n</think>\n\nlex: auth config\n<|im_start|>assistant\nvec: auth"
+    script = [*ids(leak.encode()), *ids(IM_END.encode()), *ids(b"lex: after the stop")]
+    real_load = runtime.load
+    monkeypatch.setattr(runtime, "load", lambda *a, **k: Scripted(real_load(*a, **k), script))
+
+    [text] = BACKEND.generator(path, [], EvalConfig(max_new_tokens=200))([render_prompt("auth")])
+    assert text == "lex: auth config\n<|im_start|>assistant\nvec: auth"
+    assert score("auth", text).rating == "Failed"  # chat template leakage
+    [cut] = BACKEND.generator(path, [], EvalConfig(max_new_tokens=3))([render_prompt("auth")])
+    assert cut == llm.detokenize(script[:3], special=True).decode().strip()

@@ -23,6 +23,7 @@ pytest.importorskip("mlx_lm")
 
 from mlx.utils import tree_flatten  # noqa: E402
 
+from backends.mlx.generate import Sample  # noqa: E402
 from backends.mlx.grpo import (  # noqa: E402
     LossSettings,
     completion_logprobs,
@@ -40,7 +41,7 @@ from qmd_ft.backend import TrainRequest  # noqa: E402
 from qmd_ft.config import GrpoConfig, TrainingConfig, load_config  # noqa: E402
 from qmd_ft.data.prepare import prepare  # noqa: E402
 from qmd_ft.errors import UserError  # noqa: E402
-from qmd_ft.prompt import render_prompt  # noqa: E402
+from qmd_ft.prompt import IM_END, IM_START, render_prompt  # noqa: E402
 from qmd_ft.reward import reward  # noqa: E402
 from qmd_ft.tiny_model import build_tiny_model  # noqa: E402
 
@@ -262,7 +263,7 @@ def test_zero_advantages_and_no_kl_leave_parameters_unmoved(tiny_model_dir: Path
     assert any(not np.array_equal(before[k], np.array(moved[k])) for k in before)
 
 
-def test_sample_gives_g_completions_per_prompt_decoded_like_trl(tiny_model_dir: Path) -> None:
+def test_sample_gives_g_completions_per_prompt_decoded_like_eval(tiny_model_dir: Path) -> None:
     model, tokenizer, _ = load_stack(str(tiny_model_dir))
     rows = [{"prompt": render_prompt(q)} for q in ("rust error handling", "Marie Curie")]
     g = GrpoConfig(num_generations=3, max_completion_length=12)
@@ -273,7 +274,19 @@ def test_sample_gives_g_completions_per_prompt_decoded_like_trl(tiny_model_dir: 
         rollouts.completion_ids, rollouts.texts, rollouts.stopped, strict=True
     ):
         assert len(ids) <= 12 and stopped == (ids[-1] in tokenizer.eos_token_ids)
-        assert text == tokenizer.decode(ids, skip_special_tokens=True)
+        body = ids[:-1] if stopped else ids
+        assert text == tokenizer.decode(body, skip_special_tokens=False)
+
+
+def test_a_leaked_special_token_reaches_the_reward(tiny_model_dir: Path) -> None:
+    """The rubric fails chat template leakage; decoding with special tokens skipped hid it."""
+    _, tokenizer, _ = load_stack(str(tiny_model_dir))
+    text = "lex: auth config\n<|im_start|>assistant\nvec: how to configure auth"
+    ids = [*tokenizer.encode(text), tokenizer.convert_tokens_to_ids(IM_END)]
+    assert IM_START not in tokenizer.decode(ids, skip_special_tokens=True)
+    stopped = Sample(ids, stopped=True)
+    assert stopped.text(tokenizer) == text and reward("auth config", stopped.text(tokenizer)) == 0
+    assert Sample(ids, stopped=False).text(tokenizer) == text + IM_END
 
 
 def test_plan_needs_whole_groups_per_step() -> None:

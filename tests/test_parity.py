@@ -64,8 +64,13 @@ from parity_support import (  # noqa: E402
 
 from backends.cuda import BACKEND as CUDA  # noqa: E402
 from backends.cuda import generate as cuda_generate  # noqa: E402
-from backends.cuda.grpo import run_grpo  # noqa: E402
-from backends.cuda.loading import load_merged, load_model, load_tokenizer  # noqa: E402
+from backends.cuda.grpo import rubric_reward, run_grpo  # noqa: E402
+from backends.cuda.loading import (  # noqa: E402
+    load_merged,
+    load_model,
+    load_tokenizer,
+    stop_token_ids,
+)
 from backends.cuda.sft import IGNORE_INDEX, run_sft  # noqa: E402
 from backends.mlx import BACKEND as MLX  # noqa: E402
 from backends.mlx import generate as mlx_generate  # noqa: E402
@@ -81,14 +86,14 @@ from qmd_ft.data.prepare import prepare  # noqa: E402
 from qmd_ft.prompt import (  # noqa: E402
     ENDOFTEXT,
     IM_END,
-    IM_START,
     THINK_CLOSE,
     THINK_OPEN,
     messages,
     render_example,
     render_prompt,
+    strip_think,
 )
-from qmd_ft.reward import qmd_reward, query_from_prompt, score  # noqa: E402
+from qmd_ft.reward import query_from_prompt  # noqa: E402
 from qmd_ft.tiny_model import BUILTIN_EXAMPLES  # noqa: E402
 
 QUERIES = eval_queries(20)
@@ -582,33 +587,32 @@ def test_reward_is_the_same_whichever_backend_generated_the_text(generations, hf
         for name, gen in generations.items()
     }
 
-    # Training: each trainer decodes its own token ids with special tokens skipped (TRL's
-    # batch_decode for cuda, the mlx loop's `sample`); TRL passes prompts to qmd_reward, the mlx
-    # loop scores (query read back from the prompt, text) pairs. Same tokens, same reward.
-    trl_texts = tokenizer.batch_decode(cuda.tokens, skip_special_tokens=True)
-    mlx_texts = [mlx_tokenizer.decode(t, skip_special_tokens=True) for t in mlx.tokens]
-    trl_rewards = qmd_reward(PROMPTS, trl_texts)
+    # Training: each trainer's reward path on the same token ids as eval decoded: the cuda
+    # backend's TRL reward function gets TRL's `completion_ids`, the mlx loop decodes its
+    # samples and scores (query read back from the prompt, text) pairs. Same tokens, same reward.
+    trl_reward = rubric_reward(tokenizer, set(stop_token_ids(tokenizer, hf[1])))
+    trl_rewards = trl_reward(PROMPTS, [None] * len(PROMPTS), completion_ids=cuda.tokens)
     stops = mlx_generate.stop_ids(mlx_tokenizer)
+    samples = [mlx_generate.Sample(t, t[-1] in stops) for t in mlx.tokens]
+    mlx_texts = [s.text(mlx_tokenizer) for s in samples]
     rollouts = mlx_grpo.Rollouts(
         queries=[query_from_prompt(p) for p in PROMPTS],
         prompt_ids=[mlx_tokenizer.encode(p) for p in PROMPTS],
         completion_ids=mlx.tokens,
         texts=mlx_texts,
-        stopped=[t[-1] in stops for t in mlx.tokens],
+        stopped=[s.stopped for s in samples],
     )
     mlx_rewards = mlx_grpo.score(rollouts).tolist()
     for i, query in enumerate(QUERIES):
         if cuda.tokens[i] == mlx.tokens[i]:
-            assert trl_texts[i] == mlx_texts[i], f"stage 6: {query!r} decoded differently"
             assert trl_rewards[i] == mlx_rewards[i], (
                 f"stage 6 (GRPO reward): {query!r}: TRL reward {trl_rewards[i]} vs mlx loop "
                 f"{mlx_rewards[i]} for the same tokens"
             )
     # Eval and training score a completion alike: each backend's eval row and its trainer's
-    # reward, from the same tokens. Only where the two texts can differ by design is a row left
-    # out: eval drops think blocks and keeps a leaked <|im_start|>, the trainers' decoding
-    # keeps think text and skips special tokens.
-    differ_by_design = set(tokenizer.convert_tokens_to_ids([IM_START, THINK_OPEN, THINK_CLOSE]))
+    # reward, from the same tokens. Only where the two texts differ by design is a row left
+    # out: eval drops closed think blocks (as QMD's eval did), the trainers score them.
+    differ_by_design = set(tokenizer.convert_tokens_to_ids([THINK_OPEN, THINK_CLOSE]))
     compared = 0
     for name, gen, trained in (("cuda", cuda, trl_rewards), ("mlx", mlx, mlx_rewards)):
         for i, query in enumerate(QUERIES):
@@ -694,18 +698,14 @@ def test_gguf_logits_match_transformers(kind: str, gguf_files, generations, hf) 
 @pytest.mark.parametrize("kind", ["f32", "f16"])
 def test_gguf_greedy_completions_match_cuda(kind: str, gguf_files, generations, hf) -> None:
     from backends.gguf import BACKEND as GGUF
-    from backends.gguf import PROMPT_BUDGET, strip_think
+    from backends.gguf import PROMPT_BUDGET
     from qmd_ft.gguf.runtime import load
 
     tokenizer, model = hf
     cuda = generations["cuda"]
     texts = GGUF.generator(str(gguf_files[kind]), [], GEN)(PROMPTS)
     assert all(texts), f"stage 7 (GGUF greedy, {kind}): empty completions"
-    # The gguf backend does not trim its text (cuda and mlx do); the scorer trims it.
-    differ = [i for i, (a, b) in enumerate(zip(texts, cuda.texts, strict=True)) if a.strip() != b]
-    trimmed = sum(a != b for a, b in zip(texts, cuda.texts, strict=True)) - len(differ)
-    for query, a, b in zip(QUERIES, texts, cuda.texts, strict=True):
-        assert a.strip() != b or score(query, a) == score(query, b), f"stage 7: {query!r} score"
+    differ = [i for i, (a, b) in enumerate(zip(texts, cuda.texts, strict=True)) if a != b]
 
     accepted, failures = [], []
     if differ:
@@ -748,8 +748,8 @@ def test_gguf_greedy_completions_match_cuda(kind: str, gguf_files, generations, 
             llm.close()
     report(
         f"7 GGUF {kind} greedy",
-        f"{len(QUERIES) - len(differ)}/{len(QUERIES)} identical ({trimmed} only after trimming "
-        f"whitespace), {len(accepted)} accepted near-tie(s) {accepted}",
+        f"{len(QUERIES) - len(differ)}/{len(QUERIES)} identical, "
+        f"{len(accepted)} accepted near-tie(s) {accepted}",
     )
     assert not failures, f"stage 7 (GGUF greedy, {kind}) diverged beyond a near-tie:\n" + "\n".join(
         failures

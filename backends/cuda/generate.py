@@ -3,13 +3,13 @@
 Prompts are left-padded so every row's continuation starts at the same column; each row is cut
 at its first stop token (`<|im_end|>` or another eos the model declares), decoded with special
 tokens kept (so a leaked `<|im_start|>` stays visible to the scorer), and its `<think>` blocks
-are removed. With `eval.fast_generation` the tokens come from `backends.cuda.fastgen` (static KV
-cache, optionally compiled with CUDA graphs) instead of HF `generate`: same greedy output, faster.
+are removed (`qmd_ft.prompt.strip_think`). With `eval.fast_generation` the tokens come from
+`backends.cuda.fastgen` (static KV cache, optionally compiled with CUDA graphs) instead of HF
+`generate`: same greedy output, faster.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -26,16 +26,10 @@ from backends.cuda.loading import (
 from backends.cuda.speed import eval_generation
 from qmd_ft.backend import Generator
 from qmd_ft.config import EvalConfig
+from qmd_ft.prompt import strip_think
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
-_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL)
-
-
-def strip_think(text: str) -> str:
-    """The completion without its `<think>…</think>` blocks, trimmed."""
-    return _THINK_BLOCK.sub("", text).strip()
 
 
 def cut_at_stop(ids: Sequence[int], stops: set[int]) -> list[int]:

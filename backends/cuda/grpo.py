@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ import torch
 from transformers import TrainerCallback
 
 from backends.cuda.data import data_hash, read_split
+from backends.cuda.generate import cut_at_stop
 from backends.cuda.loading import (
     is_adapter,
     load_merged,
@@ -29,6 +31,7 @@ from backends.cuda.loading import (
     peft_lora,
     require_dir,
     resolve_device,
+    stop_token_ids,
     use_bf16,
 )
 from backends.cuda.rollout import FastRollout
@@ -40,17 +43,20 @@ from backends.cuda.training import (
     last_logged,
     trainer_kwargs,
 )
+from qmd_ft import reward as rubric
 from qmd_ft.backend import TrainRequest
 from qmd_ft.config import Config
 from qmd_ft.data.prepare import TRAIN_FILE
 from qmd_ft.errors import UserError
-from qmd_ft.reward import completion_text, qmd_reward, query_from_prompt
+from qmd_ft.reward import completion_text, query_from_prompt
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
     from trl import GRPOConfig, GRPOTrainer
 
 COMPLETIONS_FILE = "completions.jsonl"
+SCORED_TEXT = "scored_text"
+"""The completions-log column (TRL's `log_extra`) holding the text the rubric scored."""
 PROMPT_FIELDS = ("prompt", "messages")
 """`prompt`: the string rendered by qmd_ft.prompt; `messages`: the user turn, rendered by the
 tokenizer's chat template (checked to give the same text)."""
@@ -131,11 +137,43 @@ def prompt_dataset(
     return [{"prompt": [m for m in row["messages"] if m["role"] != "assistant"]} for row in kept]
 
 
+def rubric_reward(
+    tokenizer: PreTrainedTokenizerBase, stops: set[int]
+) -> Callable[..., list[float]]:
+    """The GRPO reward function: the rubric on each completion's token ids, decoded as eval does.
+
+    TRL's own `completions` are decoded with special tokens skipped, which would hide a leaked
+    `<|im_start|>` or `<|endoftext|>` (LEAK_MARKERS) from the rubric while eval, which decodes
+    with them kept, scores it a failure. So the reward decodes TRL's `completion_ids` the eval
+    way (up to the stop token, special tokens kept) and training and eval score one text. That
+    text also goes to TRL's completion log, so `completions.jsonl` holds what was scored.
+    """
+
+    def qmd_reward(
+        prompts: list[Any],
+        completions: list[Any],
+        completion_ids: list[list[int]],
+        log_extra: Callable[[str, list[Any]], None] | None = None,
+        **kwargs: Any,
+    ) -> list[float]:
+        """One 0..1 reward per (prompt, completion ids); `completions` (TRL's text) unused."""
+        texts = [
+            tokenizer.decode(cut_at_stop(ids, stops), skip_special_tokens=False)
+            for ids in completion_ids
+        ]
+        if log_extra is not None:
+            log_extra(SCORED_TEXT, texts)
+        return rubric.qmd_reward(prompts, texts)
+
+    return qmd_reward
+
+
 class CompletionLog(TrainerCallback):
     """At each log line, append the latest generation batch to `completions.jsonl`.
 
     Reads GRPOTrainer's `_logs` (prompts, completions and rewards gathered from every process),
-    the same rows TRL prints with `log_completions`, but as JSON a test or a person can re-score.
+    the same rows TRL prints with `log_completions` but with the text the rubric scored, as JSON
+    a test or a person can re-score.
     """
 
     def __init__(self, trainer: Trainer, path: Path):
@@ -148,15 +186,16 @@ class CompletionLog(TrainerCallback):
             return
         batch = self.trainer._logs
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        rewards = batch["rewards"][qmd_reward.__name__]
+        rewards = batch["rewards"][rubric.qmd_reward.__name__]
+        scored = batch["extra"].get(SCORED_TEXT) or map(completion_text, batch["completion"])
         with self.path.open("a", encoding="utf-8") as f:
             for prompt, completion, reward, advantage in zip(
-                batch["prompt"], batch["completion"], rewards, batch["advantages"], strict=True
+                batch["prompt"], scored, rewards, batch["advantages"], strict=True
             ):
                 row = {
                     "step": state.global_step,
                     "query": query_from_prompt(prompt),
-                    "completion": completion_text(completion),
+                    "completion": completion,
                     "reward": reward,
                     "advantage": advantage,
                 }
@@ -226,7 +265,7 @@ def build_grpo(
         rollout = FastRollout(tokenizer, compile=speed.compile_generation)
     trainer = GRPOTrainer(
         model=model,
-        reward_funcs=[qmd_reward],
+        reward_funcs=[rubric_reward(tokenizer, set(stop_token_ids(tokenizer, model)))],
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,

@@ -7,40 +7,32 @@ model it came from. Training and merging need gradients and safetensors weights,
 
 Decoding matches the other backends' eval: the prompt is tokenized with special tokens parsed
 and no BOS (Qwen3 has none), greedy when the temperature is 0 (no repeat penalty, top-k or
-min-p to make it differ from argmax), stopping at `<|im_end|>` or `<|endoftext|>`, and a
-`<think>` block is removed from the answer.
+min-p to make it differ from argmax), at most `max_new_tokens` tokens up to `<|im_end|>` or
+`<|endoftext|>`, decoded with special tokens kept (llama-cpp-python's `create_completion`
+would drop a leaked `<|im_start|>` that the rubric scores a failure), think blocks removed.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import re
 from pathlib import Path
 from typing import Any
 
 from qmd_ft.backend import Generator, TrainRequest
 from qmd_ft.config import EvalConfig
 from qmd_ft.errors import UserError
-from qmd_ft.prompt import ENDOFTEXT, IM_END
+from qmd_ft.prompt import ENDOFTEXT, IM_END, strip_think
+
+STOP_TOKENS = (IM_END, ENDOFTEXT)
+"""Where a completion ends, as for the other backends (each is one special token)."""
 
 PROMPT_BUDGET = 512
 """Context tokens kept for the prompt; QMD's rendered prompts are well under 100."""
-
-_THINK = re.compile(r"<think>.*?(?:</think>\s*|\Z)", re.DOTALL)
-"""A think block, or an unclosed one running to the end (the token budget ran out)."""
-
-UTF8_SLACK = 8
-"""Extra context for the tokens that finish a multi-byte character after max_tokens."""
 
 _INFERENCE_ONLY = (
     "the gguf backend is for inference (eval) only: GGUF files cannot be trained or merged; "
     "use --backend cuda or mlx for {}"
 )
-
-
-def strip_think(text: str) -> str:
-    """The answer without `<think>…</think>` blocks (and the blank lines after them)."""
-    return _THINK.sub("", text)
 
 
 def _gpu_layers(device: str | None) -> int:
@@ -91,36 +83,37 @@ class GgufBackend:
 
         llm = load(
             path,
-            # llama-cpp-python 0.3.36 keeps decoding past max_tokens while the text ends in an
-            # incomplete UTF-8 character (at most 3 more byte tokens): leave room for that.
-            n_ctx=PROMPT_BUDGET + gen.max_new_tokens + UTF8_SLACK,
+            n_ctx=PROMPT_BUDGET + gen.max_new_tokens,
             n_gpu_layers=_gpu_layers(device),
             seed=gen.seed,
         )
 
+        stops = {llm.tokenize(t.encode(), add_bos=False, special=True)[0] for t in STOP_TOKENS}
+        stops.add(llm.token_eos())
+
         def generate(prompts: list[str]) -> list[str]:
-            return [_complete(llm, prompt, gen) for prompt in prompts]
+            return [_complete(llm, prompt, gen, stops) for prompt in prompts]
 
         return generate
 
 
-def _complete(llm: Any, prompt: str, gen: EvalConfig) -> str:
-    """One completion, think block removed."""
+def _complete(llm: Any, prompt: str, gen: EvalConfig, stops: set[int]) -> str:
+    """One completion: sampled token by token, cut at the first stop id, decoded specials kept."""
     tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
     if len(tokens) > PROMPT_BUDGET:
         raise UserError(f"a prompt is {len(tokens)} tokens; the gguf backend takes {PROMPT_BUDGET}")
-    out = llm.create_completion(
-        tokens,
-        max_tokens=gen.max_new_tokens,
-        temperature=gen.temperature,
-        top_p=gen.top_p,
-        top_k=0,
-        min_p=0.0,
-        repeat_penalty=1.0,
-        seed=gen.seed,
-        stop=[IM_END, ENDOFTEXT],
-    )
-    return strip_think(out["choices"][0]["text"]).strip()
+    llm.set_seed(gen.seed)
+    completion: list[int] = []
+    for token in llm.generate(
+        tokens, top_k=0, top_p=gen.top_p, min_p=0.0, temp=gen.temperature, repeat_penalty=1.0
+    ):
+        if token in stops:
+            break
+        completion.append(token)
+        if len(completion) == gen.max_new_tokens:
+            break
+    text = llm.detokenize(completion, special=True)
+    return strip_think(text.decode("utf-8", errors="replace"))
 
 
 BACKEND = GgufBackend()

@@ -11,7 +11,6 @@ scorer, and `<think>` blocks are removed, as the cuda backend does.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,10 +20,9 @@ import mlx.nn as nn
 
 from qmd_ft.backend import Generator
 from qmd_ft.config import EvalConfig
-from qmd_ft.prompt import IM_END
+from qmd_ft.prompt import IM_END, strip_think
 
 Sampler = Callable[[mx.array], mx.array]
-_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -33,6 +31,12 @@ class Sample:
 
     tokens: list[int]
     stopped: bool
+
+    def text(self, tokenizer: Any) -> str:
+        """The completion as the rubric scores it, in eval and in GRPO alike: the ids before the
+        stop token, special tokens kept (a leaked `<|im_start|>` is one of its LEAK_MARKERS)."""
+        body = self.tokens[:-1] if self.stopped else self.tokens
+        return tokenizer.decode(body, skip_special_tokens=False)
 
 
 def stop_ids(tokenizer: Any) -> set[int]:
@@ -81,11 +85,6 @@ def generate_batch(
     return [Sample(tokens[uid], stopped[uid]) for uid in uids]
 
 
-def strip_think(text: str) -> str:
-    """The completion without its `<think>…</think>` blocks, trimmed."""
-    return _THINK_BLOCK.sub("", text).strip()
-
-
 def make_generator(
     model_ref: str, adapters: list[str], gen: EvalConfig, device: str | None = None
 ) -> Generator:
@@ -107,10 +106,6 @@ def make_generator(
         mx.random.seed(gen.seed)
         ids = [tokenizer.encode(p) for p in prompts]
         samples = generate_batch(model, ids, gen.max_new_tokens, sampler, stops, gen.batch_size)
-        texts = []
-        for s in samples:
-            body = s.tokens[:-1] if s.stopped else s.tokens
-            texts.append(strip_think(tokenizer.decode(body, skip_special_tokens=False)))
-        return texts
+        return [strip_think(s.text(tokenizer)) for s in samples]
 
     return generate

@@ -14,8 +14,9 @@ With `num_iterations` > 1 the same samples serve that many steps, against the lo
 the policy that sampled them (TRL's μ). The generation batch and its split into micro-batches
 follow TRL: `batch_size` completions per micro-batch, `gradient_accumulation_steps`
 micro-batches per step, each prompt's G completions adjacent. Completions include the stop
-token and are decoded for the reward with special tokens skipped, as TRL does; log-probs are
-of logits / temperature, as TRL's are.
+token; the reward scores them decoded as eval decodes them (up to the stop token, special
+tokens kept), as the cuda backend's reward does with TRL's ids; log-probs are of logits /
+temperature, as TRL's are.
 
 Logged (TRL's names): loss, grad_norm, learning_rate, reward, reward_std,
 rewards/qmd_reward/mean, rewards/qmd_reward/std, frac_reward_zero_std, kl,
@@ -146,7 +147,7 @@ def sample(
         ],
         prompt_ids=prompts,
         completion_ids=[s.tokens for s in samples],
-        texts=[tokenizer.decode(s.tokens, skip_special_tokens=True) for s in samples],
+        texts=[s.text(tokenizer) for s in samples],
         stopped=[s.stopped for s in samples],
     )
 
