@@ -25,7 +25,7 @@ from qmd_ft.errors import UserError
 from qmd_ft.evaluation import load_results, run_eval, write_results
 from qmd_ft.gate import GateRule, compare
 from qmd_ft.manifest import file_sha256
-from qmd_ft.publish.registry import LocalRegistry, Registry
+from qmd_ft.publish.registry import Registry, open_registry
 from qmd_ft.publish.release import (
     EvaluateDeployed,
     baseline_results,
@@ -346,13 +346,7 @@ def build_pipeline(
             f"model.base={sft_cfg.model.base}",
         ],
     )
-    reg_dir = registry or (Path(cfg.publish.registry) if cfg.publish.registry else None)
-    if reg_dir is not None:
-        reg: Registry = LocalRegistry(reg_dir)
-    else:
-        from qmd_ft.publish.hub import HubRegistry
-
-        reg = HubRegistry()
+    reg = open_registry(cfg.publish, registry)
     return Pipeline(
         cfg,
         sft_cfg,

@@ -143,3 +143,19 @@ def test_hub_publish_with_real_client(tmp_path: Path) -> None:
         assert any(TOKEN in r["headers"].get("authorization", "") for r in hub.state.requests)
         assert not any(TOKEN.encode() in r["body"] for r in hub.state.requests)
         assert TOKEN not in out.stdout + out.stderr + refused.stdout + refused.stderr
+
+
+@pytest.mark.parametrize("private", [True, False])
+def test_hub_repos_are_created_with_publish_private(tmp_path: Path, private: bool) -> None:
+    m1 = make_model(tmp_path, "m1", "one")
+    r1 = make_results(tmp_path, m1, 0.6, "r1.json")
+    with FakeHub() as hub:
+        env = {"HF_ENDPOINT": hub.url, "HF_TOKEN": TOKEN, "HF_HOME": str(tmp_path / "hf")}
+        flag = f"publish.private={str(private).lower()}"
+        out = publish("--model", str(m1), "--eval", str(r1), "--set", flag, env=env)
+        assert out.returncode == 0, out.stderr
+        creates = [
+            json.loads(r["body"]) for r in hub.state.requests if r["path"] == "/api/repos/create"
+        ]
+        want = "private" if private else "public"  # huggingface_hub 1.x sends `visibility`
+        assert creates and all(c.get("visibility") == want for c in creates), creates

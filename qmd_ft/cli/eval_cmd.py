@@ -272,10 +272,11 @@ def publish(
 
     Example: qmd-ft publish --model outputs/merged --eval outputs/eval/results.json --dry-run
     """
+    from qmd_ft.publish.registry import open_registry
     from qmd_ft.publish.release import execute, harness_evaluator, plan_release
 
     cfg = _config(config, set_)
-    reg = _registry(registry or (Path(cfg.publish.registry) if cfg.publish.registry else None))
+    reg = open_registry(cfg.publish, registry)
     dest = repo or cfg.publish.repo
 
     plan = plan_release(
@@ -315,13 +316,3 @@ def _read_json(path: Path) -> dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise UserError(f"{path}: cannot read JSON ({e})") from e
-
-
-def _registry(local: Path | None):
-    if local is not None:
-        from qmd_ft.publish.registry import LocalRegistry
-
-        return LocalRegistry(local)
-    from qmd_ft.publish.hub import HubRegistry
-
-    return HubRegistry()

@@ -13,15 +13,17 @@ from qmd_ft.errors import UserError
 
 
 class HubRegistry:
-    """Releases on the Hub (endpoint from HF_ENDPOINT, as the client reads it)."""
+    """Releases on the Hub (endpoint from HF_ENDPOINT, as the client reads it); new repos are
+    created private when `private` (publish.private) is set."""
 
     name = "hub"
 
-    def __init__(self, token: str | None = None):
+    def __init__(self, token: str | None = None, private: bool = False):
         from huggingface_hub import HfApi
 
         self._token = token or os.environ.get("HF_TOKEN")
         self.api = HfApi(token=self._token)
+        self.private = private
 
     def exists(self, repo: str) -> bool:
         from huggingface_hub.errors import RepositoryNotFoundError
@@ -53,7 +55,8 @@ class HubRegistry:
         if not self._token and not self.api.token:
             raise UserError("no Hugging Face token: set HF_TOKEN or run `hf auth login`")
         try:
-            self.api.create_repo(repo, exist_ok=True)
+            # `private` applies when the repo is created; an existing repo keeps its visibility.
+            self.api.create_repo(repo, exist_ok=True, private=self.private)
             ops = [
                 CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(local))
                 for name, local in sorted(files.items())

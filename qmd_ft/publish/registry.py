@@ -11,9 +11,12 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from qmd_ft.errors import UserError
+
+if TYPE_CHECKING:
+    from qmd_ft.config import PublishConfig
 
 EVAL_FILE = "eval_results.json"
 RETRIEVAL_FILE = "retrieval_results.json"
@@ -93,3 +96,16 @@ class LocalRegistry:
             shutil.rmtree(dest)
         staging.rename(dest)  # the release appears whole or not at all
         return commit
+
+
+def open_registry(publish: PublishConfig, local: Path | None = None) -> Registry:
+    """Where a release goes: `local` (--registry), else `publish.registry`, else the Hub.
+
+    On the Hub, new repos are created private when `publish.private` is set.
+    """
+    root = local or (Path(publish.registry) if publish.registry else None)
+    if root is not None:
+        return LocalRegistry(root)
+    from qmd_ft.publish.hub import HubRegistry
+
+    return HubRegistry(private=publish.private)
