@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -79,7 +81,10 @@ def demo(
     """
     from qmd_ft.demo import run_demo
 
-    report = run_demo(out, backend, log=plain, on_stage=_stage_line, max_steps=max_steps)
+    # With --json, stdout holds the JSON alone: the trainers' own log lines go to stderr.
+    quiet = contextlib.redirect_stdout(sys.stderr) if json_ else contextlib.nullcontext()
+    with quiet:
+        report = run_demo(out, backend, log=plain, on_stage=_stage_line, max_steps=max_steps)
     if json_:
         print_json(report.to_dict())
         return
