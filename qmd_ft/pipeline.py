@@ -37,6 +37,12 @@ from qmd_ft.publish.release import (
 STATE_FILE = "pipeline_state.json"
 
 
+SFT_SECTIONS = {"model", "dataset", "training", "lora"}
+"""The config sections that shape SFT weights: only these enter its stage's input hash, so an
+eval or publish setting (which --set applies to every config) does not retrain."""
+GRPO_SECTIONS = SFT_SECTIONS | {"grpo"}
+
+
 def _hash(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -149,7 +155,10 @@ class Pipeline:
 
     def stage_sft(self) -> StageResult:
         inputs = _hash(
-            self.inputs_of("prepare"), self.sft_cfg.model_dump(), self.backend, self.max_steps
+            self.inputs_of("prepare"),
+            self.sft_cfg.model_dump(include=SFT_SECTIONS),
+            self.backend,
+            self.max_steps,
         )
         if hit := self.cached("sft", inputs):
             return hit
@@ -157,7 +166,9 @@ class Pipeline:
         return StageResult("sft", str(adapter), _last_loss(adapter), inputs=inputs)
 
     def stage_grpo(self) -> StageResult:
-        inputs = _hash(self.inputs_of("sft"), self.grpo_cfg.model_dump(), self.max_steps)
+        inputs = _hash(
+            self.inputs_of("sft"), self.grpo_cfg.model_dump(include=GRPO_SECTIONS), self.max_steps
+        )
         if hit := self.cached("grpo", inputs):
             return hit
         self.grpo_cfg.model.sft = self.results["sft"].artifact
@@ -285,6 +296,15 @@ class Pipeline:
             on_stage(result)
 
 
+def gate_refused(results: list[StageResult]) -> bool:
+    """Whether a run's gate refused the release: compare failed, or publish's own check did."""
+    return any(
+        (r.name == "compare" and "FAIL" in r.key)
+        or (r.name == "publish" and r.key.startswith(("gate failed", "skipped: gate failed")))
+        for r in results
+    )
+
+
 def _trainer_log(adapter: Path) -> list[dict[str, Any]]:
     state = Path(adapter) / "trainer_state.json"
     if state.is_file():
@@ -307,6 +327,22 @@ def _size(path: Path) -> str:
     return f"{total / 1e6:.1f} MB"
 
 
+STAGE_PREFIXES = ("sft", "grpo")
+
+
+def split_overrides(overrides: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """(--set items for every config, {stage: items for that stage's config only})."""
+    common: list[str] = []
+    staged: dict[str, list[str]] = {stage: [] for stage in STAGE_PREFIXES}
+    for item in overrides:
+        stage, sep, rest = item.partition(":")
+        if sep and stage in staged and "=" not in stage:
+            staged[stage].append(rest)
+        else:
+            common.append(item)
+    return common, staged
+
+
 def build_pipeline(
     config: Path,
     overrides: list[str] | None,
@@ -321,17 +357,23 @@ def build_pipeline(
 ) -> Pipeline:
     """Load the pipeline config and the SFT/GRPO configs it names; wire their paths.
 
+    `overrides` (--set) apply to all three configs, as every command's --set does to its
+    config; `sft:KEY=VALUE` / `grpo:KEY=VALUE` to that stage's config only. The pipeline's own
+    wiring (data dir, stage outputs, the SFT model GRPO starts from) wins over them, and
     `base_model` (the CLI's --model) replaces model.base in both stage configs.
     """
     from qmd_ft.backend import resolve_name
 
-    cfg = load_config(config, overrides)
+    common, staged = split_overrides(overrides or [])
+    cfg = load_config(config, common)
     out = Path(cfg.pipeline.out)
     data_dir = str(out / "data")
     base = [f"model.base={base_model}"] if base_model else []
     sft_cfg = load_config(
         cfg.pipeline.sft_config,
         [
+            *common,
+            *staged["sft"],
             f"dataset.name={data_dir}",
             f"model.output={out / 'sft'}",
             *base,
@@ -340,6 +382,8 @@ def build_pipeline(
     grpo_cfg = load_config(
         cfg.pipeline.grpo_config,
         [
+            *common,
+            *staged["grpo"],
             f"dataset.name={data_dir}",
             f"model.output={out / 'grpo'}",
             f"model.sft={out / 'sft'}",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from qmd_ft.pipeline import STATE_FILE, StageResult, build_pipeline
+from qmd_ft.pipeline import STATE_FILE, StageResult, build_pipeline, gate_refused
 
 ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("trl")
@@ -55,6 +55,7 @@ def test_pipeline_runs_skips_and_reruns_what_changed(
     ]
     assert not any(r.skipped for r in first.values())
     assert first["compare"].key.endswith("first release")
+    assert not gate_refused(list(first.values()))
     reg = tmp_path / "reg" / "local/qmd-query-expansion-tiny"
     assert (reg / "config.json").is_file() and (reg / "eval_results.json").is_file()
     assert any((tmp_path / "reg" / "local/qmd-query-expansion-tiny-gguf").glob("*.gguf"))
@@ -62,7 +63,7 @@ def test_pipeline_runs_skips_and_reruns_what_changed(
     assert all(v["status"] == "done" for k, v in state.items() if k in ("sft", "grpo", "eval"))
 
     again = run(make(tmp_path, tiny_model_dir))
-    assert all(again[s].skipped for s in ("prepare", "sft", "grpo", "merge", "eval", "gguf"))
+    assert all(again[s].skipped for s in ("prepare", "sft", "grpo", "merge", "eval", "gguf")), again
 
     changed = run(make(tmp_path, tiny_model_dir, "eval.max_new_tokens=64"))
     assert all(changed[s].skipped for s in ("prepare", "sft", "grpo", "merge"))
@@ -70,6 +71,7 @@ def test_pipeline_runs_skips_and_reruns_what_changed(
     # the same model evaluated again does not beat itself: the gate holds the release back
     assert "FAIL" in changed["compare"].key
     assert changed["publish"].key.startswith("skipped")
+    assert gate_refused(list(changed.values()))  # `qmd-ft pipeline` exits 1 on this
 
 
 def test_interrupted_training_stage_resumes(
@@ -97,3 +99,40 @@ def test_dry_run_uploads_nothing(
     assert results["publish"].key.startswith("dry run")
     assert results["publish_gguf"].key.startswith("dry run")
     assert not (tmp_path / "reg").exists()
+
+
+def test_set_reaches_the_stage_configs_and_the_wiring_wins(tmp_path: Path, tiny_model_dir: Path):
+    pipe = make(
+        tmp_path,
+        tiny_model_dir,
+        "training.max_steps=3",
+        "sft:training.learning_rate=0.01",
+        "grpo:lora.rank=2",
+        f"model.output={tmp_path / 'elsewhere'}",
+    )
+    sft, grpo = pipe.sft_cfg, pipe.grpo_cfg
+    assert sft.training.max_steps == grpo.training.max_steps == pipe.cfg.training.max_steps == 3
+    assert sft.training.learning_rate == 0.01 != grpo.training.learning_rate
+    assert grpo.lora is not None and grpo.lora.rank == 2
+    assert sft.lora is None or sft.lora.rank != 2
+    assert sft.model.output == str(tmp_path / "run" / "sft")  # the pipeline's own layout
+    assert grpo.model.sft == str(tmp_path / "run" / "sft")
+    assert sft.model.base == grpo.model.base == str(tiny_model_dir)
+
+
+def test_cli_exits_1_when_the_gate_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from qmd_ft.cli import app, pipeline_cmd
+
+    class Refused:
+        backend, out = "cuda", Path("run")
+        cfg = type("C", (), {"pipeline": type("P", (), {"stages": ["compare", "publish"]})})
+
+        def run(self, stages, on_stage) -> None:
+            on_stage(StageResult("compare", None, "-1.00 points, FAIL: mean delta <= 0"))
+            on_stage(StageResult("publish", None, "skipped: gate failed"))
+
+    monkeypatch.setattr(pipeline_cmd, "build_pipeline", lambda *a, **k: Refused())
+    result = CliRunner().invoke(app, ["pipeline"])
+    assert result.exit_code == 1 and "gate refused" in result.output

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from qmd_ft.cli.common import console, err_console, plain, print_json
-from qmd_ft.pipeline import StageResult, build_pipeline
+from qmd_ft.pipeline import StageResult, build_pipeline, gate_refused
 
 
 def _stage_line(result: StageResult) -> None:
@@ -39,10 +39,19 @@ def pipeline(
         Path | None, typer.Option(help="Local registry instead of the Hub.")
     ] = None,
     max_steps: Annotated[int | None, typer.Option(min=1)] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="key.path=value")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="key.path=value for every config; sft:key.path=value or grpo:key.path=value "
+            "for one stage's config.",
+        ),
+    ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Everything but uploads.")] = False,
 ) -> None:
     """QMD's release checklist end to end, resumable stage by stage.
+
+    Exits 1 when the gate refuses the release (nothing is published), so CI can tell.
 
     Example: qmd-ft pipeline --config configs/pipeline.yaml --backend cuda --dry-run
     """
@@ -65,6 +74,9 @@ def pipeline(
 
     pipe.run(pipe.cfg.pipeline.stages, on_stage)
     console.print(_table(done, f"pipeline ({pipe.backend}) → {pipe.out}"))
+    if gate_refused(done):
+        err_console.print("error: the gate refused the release; nothing was published")
+        raise typer.Exit(1)
 
 
 def demo(
