@@ -125,3 +125,45 @@ def read_manifest(out_dir: Path) -> dict | None:
     """The manifest of an artifact directory, or None when it has none."""
     path = out_dir / MANIFEST
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def origin_model(ref: str, depth: int = 8) -> str:
+    """The model a local artifact was trained from, followed back through manifests.
+
+    A merged or fully fine-tuned directory names its own base; the chain ends at a hub id (or a
+    directory without a manifest), which is what a model card's `base_model` must name.
+    """
+    for _ in range(depth):
+        manifest = read_manifest(Path(ref)) if Path(ref).is_dir() else None
+        if not manifest:
+            break
+        base = manifest.get("base_model") or ((manifest.get("config") or {}).get("model") or {})
+        base = base if isinstance(base, str) else base.get("base")
+        if not base or base == ref:
+            break
+        ref = base
+    return ref
+
+
+def lineage(base: str, adapters: list[str]) -> dict[str, Any]:
+    """What a merged model is made of: its origin model and, per adapter in merge order, the
+    stage's kind, data hash and training/LoRA (and GRPO) settings from the adapter's manifest.
+
+    The merged manifest carries this so the model card can say how the weights were trained
+    without the adapter directories at hand.
+    """
+    stages = []
+    for adapter in adapters:
+        manifest = read_manifest(Path(adapter)) or {}
+        kind = manifest.get("kind") or "adapter"
+        config = manifest.get("config") or {}
+        keys = ("training", "lora", "grpo") if kind.startswith("grpo") else ("training", "lora")
+        stages.append(
+            {
+                "adapter": adapter,
+                "kind": kind,
+                "data_sha256": manifest.get("data_sha256"),
+                **{k: config[k] for k in keys if config.get(k) is not None},
+            }
+        )
+    return {"base_model": origin_model(base), "stages": stages}

@@ -159,3 +159,17 @@ def test_hub_repos_are_created_with_publish_private(tmp_path: Path, private: boo
         ]
         want = "private" if private else "public"  # huggingface_hub 1.x sends `visibility`
         assert creates and all(c.get("visibility") == want for c in creates), creates
+
+
+def test_card_names_the_origin_model_and_training_stages(tmp_path: Path) -> None:
+    from qmd_ft.manifest import write_manifest
+
+    merged = make_model(tmp_path, "merged", "one")
+    stages = [{"adapter": "outputs/sft", "kind": "sft-adapter", "training": {"max_steps": 7}}]
+    write_manifest(merged, "merged", extra={"base_model": "Qwen/Qwen3-0.6B", "stages": stages})
+    results = make_results(tmp_path, merged, 0.6, "r.json")  # after the manifest: it is hashed
+    reg = tmp_path / "reg"
+    out = publish("--model", str(merged), "--eval", str(results), "--registry", str(reg))
+    assert out.returncode == 0, out.stderr
+    card = (reg / REPO / "README.md").read_text()
+    assert "base_model: Qwen/Qwen3-0.6B" in card and "max_steps: 7" in card

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from backends.cuda.loading import load_merged, load_tokenizer
-from qmd_ft.manifest import write_manifest
+from qmd_ft.manifest import lineage, write_manifest
 
 
 def merge(base: str, adapters: list[str], out: Path) -> Path:
@@ -30,6 +30,6 @@ def merge(base: str, adapters: list[str], out: Path) -> Path:
         out,
         "merged",
         parents=[base, *adapters],
-        extra={"dtype": str(stored).removeprefix("torch.")},
+        extra={"dtype": str(stored).removeprefix("torch."), **lineage(base, adapters)},
     )
     return out

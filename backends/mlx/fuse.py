@@ -15,7 +15,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
-from qmd_ft.manifest import write_manifest
+from qmd_ft.manifest import lineage, write_manifest
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -66,5 +66,6 @@ def merge(base: str, adapters: Sequence[str], out: Path) -> Path:
 
     model, _, src = load_stack(base, adapters)
     save_hf_model(model, src, out)
-    write_manifest(out, "merged", parents=[base, *adapters], extra={"backend": "mlx"})
+    made_of = lineage(base, adapters)
+    write_manifest(out, "merged", parents=[base, *adapters], extra={"backend": "mlx", **made_of})
     return out

@@ -50,7 +50,7 @@ def render_card(
     results: dict[str, Any],
     *,
     base_model: str,
-    training: dict[str, Any] | None = None,
+    training: dict[str, Any] | list[dict[str, Any]] | None = None,
     gate: dict[str, Any] | None = None,
     gguf_files: list[str] | None = None,
 ) -> str:

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qmd_ft.config import EvalConfig
+from qmd_ft.config import EvalConfig, ModelConfig
 from qmd_ft.errors import UserError
 from qmd_ft.evaluation import load_results, model_hash, run_eval, write_results
 from qmd_ft.gate import GateResult, GateRule, compare, retrieval_reasons
-from qmd_ft.manifest import MANIFEST, read_manifest
+from qmd_ft.manifest import MANIFEST, origin_model, read_manifest
 from qmd_ft.publish.card import commit_message, render_card
 from qmd_ft.publish.registry import EVAL_FILE, RETRIEVAL_FILE, Registry, check_repo_name
 
@@ -134,8 +134,9 @@ def plan_release(
     gate = compare(results, baseline, rule) if baseline is not None else None
     retrieval_doc = _retrieval_check(retrieval, model, registry, repo, gate)
     manifest = read_manifest(model) or {}
-    training = (manifest.get("config") or {}).get("training") if manifest else None
-    base_model = ((manifest.get("config") or {}).get("model") or {}).get("base", "Qwen/Qwen3-1.7B")
+    # A merged model's manifest lists its training stages; a trained directory has its config.
+    training = manifest.get("stages") or (manifest.get("config") or {}).get("training")
+    base_model = origin_model(str(model)) if manifest else ModelConfig().base
     gate_dict = gate.to_dict() if gate else None
     card = render_card(repo, results, base_model=base_model, training=training, gate=gate_dict)
     message = commit_message(results, gate_dict)
