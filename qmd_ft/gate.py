@@ -69,7 +69,13 @@ def paired_bootstrap_ci(
 
 
 def _points(data: dict[str, Any]) -> dict[str, float]:
-    return {row["query"]: float(row["reward"]) * 100 for row in data["results"]}
+    """Points per query; a query listed twice is refused, since pairs are matched by query."""
+    points: dict[str, float] = {}
+    for row in data["results"]:
+        if row["query"] in points:
+            raise UserError(f"results list query {row['query']!r} twice: cannot pair scores")
+        points[row["query"]] = float(row["reward"]) * 100
+    return points
 
 
 def compare(candidate: dict[str, Any], baseline: dict[str, Any], rule: GateRule) -> GateResult:

@@ -34,6 +34,7 @@ def read_queries(path: str | Path) -> list[Query]:
         line = raw[: e.start].count(b"\n") + 1
         raise UserError(f"{p}:{line}: not valid UTF-8") from e
     queries: list[Query] = []
+    first_seen: dict[str, int] = {}
     category = "uncategorized"
     for n, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
@@ -42,7 +43,12 @@ def read_queries(path: str | Path) -> list[Query]:
         if line.startswith("#"):
             category = line.lstrip("#").strip() or category
             continue
-        queries.append(Query(text=" ".join(line.split()), category=category, line=n))
+        query = " ".join(line.split())
+        if query in first_seen:
+            # Results and the gate pair scores by query text: a repeat would count twice.
+            raise UserError(f"{p}:{n}: query {query!r} repeats line {first_seen[query]}")
+        first_seen[query] = n
+        queries.append(Query(text=query, category=category, line=n))
     if not queries:
         raise UserError(f"{p}: no queries (one per line; '#' lines are headings)")
     return queries

@@ -113,6 +113,17 @@ def test_gate_refuses_different_queries_or_rubric(tmp_path: Path) -> None:
         compare(a, results_doc({"q2": 0.5}, tmp_path), GateRule())
     with pytest.raises(UserError, match="rubric versions differ"):
         compare(a, results_doc({"q1": 0.5}, tmp_path, rubric="v0"), GateRule())
+    twice = results_doc({"q1": 0.5}, tmp_path)
+    twice["results"].append({"query": "q1", "completion": "", "reward": 0.9})
+    with pytest.raises(UserError, match="'q1' twice"):
+        compare(twice, a, GateRule())
+
+
+def test_queries_file_refuses_a_repeated_query(tmp_path: Path) -> None:
+    qfile = tmp_path / "queries.txt"
+    qfile.write_text("# A\nrust lifetimes\n# B\ndocker  volumes\nrust   lifetimes\n")
+    with pytest.raises(UserError, match=r"queries.txt:5: query 'rust lifetimes' repeats line 2"):
+        read_queries(qfile)
 
 
 def test_bootstrap_is_deterministic_and_brackets_the_mean() -> None:
