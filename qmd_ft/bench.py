@@ -4,8 +4,11 @@ Speed claims in this project are ratios against QMD's upstream recipe measured i
 session on the same machine (see ../shared/bench/README.md for the H100 anchor). This module
 holds what does not need torch: the plan of a run, the model shapes, the synthetic data (lengths
 drawn like QMD's: prompts of 3-10 query words, completions ~50 tokens for 75% of rows and ~140
-for the rest) and the report. The measuring itself is the backend's (`backends.cuda.bench`),
-through the same functions `qmd-ft train` and `qmd-ft eval` run.
+for the rest), what both backends share of the bench model (its configs and word-level tokenizer),
+the run configs of the measured recipes, the arithmetic of the results, and the report. The
+measuring itself is the backend's (`backends.cuda.bench`, `backends.mlx.bench`), through the same
+functions `qmd-ft train` and `qmd-ft eval` run; transformers and tokenizers are imported only
+inside the functions that build the bench model (neither needs torch).
 
 Random weights change none of the arithmetic, and they never emit a stop token at Qwen3-1.7B's
 vocabulary, so every GRPO completion runs to `max_completion_length`, as in the anchor.
@@ -13,14 +16,30 @@ vocabulary, so every GRPO completion runs to `max_completion_length`, as in the 
 
 from __future__ import annotations
 
+import json
 import random
+import statistics
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from qmd_ft.backend import get_backend
+from qmd_ft.config import Config, load_config
+from qmd_ft.data.prepare import TRAIN_FILE, VAL_FILE
 from qmd_ft.errors import UserError
-from qmd_ft.prompt import NO_THINK, render_completion, render_prompt, user_message
-from qmd_ft.tiny_model import TINY_SHAPE
+from qmd_ft.prompt import (
+    ENDOFTEXT,
+    IM_END,
+    NO_THINK,
+    SPECIAL_TOKENS,
+    render_completion,
+    render_prompt,
+    user_message,
+)
+from qmd_ft.tiny_model import QWEN3_CHAT_TEMPLATE, TINY_SHAPE
+
+if TYPE_CHECKING:
+    from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen3Config
 
 SHAPES: dict[str, dict[str, Any]] = {
     # Qwen/Qwen3-1.7B's config.json: 1,720,574,976 parameters with the tied embedding.
@@ -45,6 +64,9 @@ PROMPT_WORDS = ("user", "assistant", NO_THINK, *user_message("").split())
 """Words of the fixed prompt text; the bench tokenizer gives each its own token."""
 
 PARTS = ("sft", "grpo", "gen")
+
+VERSIONED = ("mlx", "mlx_lm", "torch", "transformers", "trl")
+"""Packages whose versions a result's setup may record, in the report's order."""
 
 METRICS = (
     # (result key, label, higher is better)
@@ -133,6 +155,178 @@ def synthesize(n: int, vocab_size: int, seed: int) -> list[dict[str, Any]]:
     return rows
 
 
+# ------------------------------------------------------------------ the bench model and data
+
+
+def bench_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer of exactly `vocab_size` tokens with Qwen3's specials and template.
+
+    Whitespace splits words, so token counts are word counts; `<|im_end|>` is eos and
+    `<|endoftext|>` pad, as in Qwen3, and the chat template is Qwen3's, so the upstream recipe's
+    conversational rows render as they would on the real model. transformers' fast tokenizer
+    class needs no torch, so the mlx backend loads the very same files.
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tokens = vocabulary(vocab_size, SPECIAL_TOKENS)
+    core = Tokenizer(models.WordLevel({t: i for i, t in enumerate(tokens)}, unk_token=ENDOFTEXT))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    core.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    core.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        eos_token=IM_END,
+        pad_token=ENDOFTEXT,
+        chat_template=QWEN3_CHAT_TEMPLATE,
+    )
+
+
+def model_configs(
+    shape: str,
+) -> tuple[Qwen3Config, GenerationConfig, PreTrainedTokenizerFast]:
+    """The bench model's config, generation config and tokenizer: everything but the weights.
+
+    One definition for both backends, so a cuda and an mlx run describe the same model; each
+    backend draws the random weights with its own framework (the values differ, the shapes,
+    init distribution, tokenizer and stop ids do not).
+    """
+    from transformers import GenerationConfig, Qwen3Config
+
+    dims = dict(SHAPES[shape])
+    tokenizer = bench_tokenizer(dims["vocab_size"])
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    config = Qwen3Config(
+        **dims,
+        bos_token_id=ids[ENDOFTEXT],
+        eos_token_id=ids[IM_END],
+        pad_token_id=ids[ENDOFTEXT],
+    )
+    generation = GenerationConfig(
+        bos_token_id=ids[ENDOFTEXT],
+        eos_token_id=[ids[IM_END], ids[ENDOFTEXT]],
+        pad_token_id=ids[ENDOFTEXT],
+    )
+    return config, generation, tokenizer
+
+
+def data_rows(shape: str) -> int:
+    """Synthetic rows per run: enough that no measured step meets an epoch's short batch
+    (the cuda fast path's token-sized micro-batches hold a few hundred rows on a GPU)."""
+    return 8000 if shape == "qwen3-1.7b" else 512
+
+
+def write_data(out: Path, plan: BenchPlan) -> Path:
+    """Synthetic rows as a prepared-data directory, like `qmd-ft data prepare` writes one.
+
+    `train.jsonl` holds the rows; `val.jsonl` is empty (as prepare leaves it with no val rows),
+    so no trainer spends measured time on evaluation.
+    """
+    rows = synthesize(data_rows(plan.shape), SHAPES[plan.shape]["vocab_size"], plan.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / TRAIN_FILE).open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    (out / VAL_FILE).write_text("", encoding="utf-8")
+    return out
+
+
+def prompts(data_dir: Path, n: int) -> list[str]:
+    """The first `n` synthetic prompts, rendered as eval renders them."""
+    with (data_dir / TRAIN_FILE).open(encoding="utf-8") as f:
+        return [json.loads(line)["prompt"] for _, line in zip(range(n), f, strict=False)]
+
+
+# ------------------------------------------------------------------ the measured recipes
+
+SFT_LORA = {"rank": 16, "alpha": 32, "dropout": 0.0}
+"""configs/sft.yaml's adapter (every projection, the default target list)."""
+
+GRPO_LORA = {"rank": 4, "alpha": 8, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}
+"""configs/grpo.yaml's adapter."""
+
+SFT_TRAINING = {
+    "batch_size": 4,
+    "gradient_accumulation_steps": 4,
+    "learning_rate": 2e-4,
+    "max_length": 512,
+    "lr_scheduler": "cosine",
+}
+"""configs/sft.yaml's optimizer and batch (4 x 4 rows per optimizer step)."""
+
+
+def run_config(model_dir: Path, data_dir: Path, out: Path, **sections: Any) -> Config:
+    """A run config on the bench model: logs every step, never checkpoints mid-run."""
+    values: dict[str, Any] = {
+        "model": {"base": str(model_dir), "output": str(out)},
+        "dataset": {"name": str(data_dir), "prompt_field": "prompt"},
+        "training": {"logging_steps": 1, "save_steps": 1_000_000},
+    }
+    for section, keys in sections.items():
+        values[section] = {**values.get(section, {}), **keys}
+    return load_config(None, values)
+
+
+def sft_config(model_dir: Path, data_dir: Path, out: Path) -> Config:
+    """The SFT run both backends measure: configs/sft.yaml's recipe on the bench model."""
+    return run_config(model_dir, data_dir, out, training=SFT_TRAINING, lora=SFT_LORA)
+
+
+def grpo_config(model_dir: Path, data_dir: Path, out: Path, plan: BenchPlan) -> Config:
+    """The GRPO run both backends measure: configs/grpo.yaml's recipe, with all of a step's
+    completions in one micro-batch (the accumulation split only costs time)."""
+    training = {
+        "batch_size": plan.completions_per_step,
+        "learning_rate": 5e-7,
+        "max_grad_norm": 0.5,
+    }
+    grpo = {
+        "num_generations": plan.num_generations,
+        "max_completion_length": plan.gen_tokens,
+        "beta": 0.04,
+    }
+    return run_config(model_dir, data_dir, out, training=training, grpo=grpo, lora=GRPO_LORA)
+
+
+# ------------------------------------------------------------------ results
+
+
+def steady(values: list[float], warmup: int) -> list[float]:
+    """The values after the first `warmup` (all of them when nothing would be left)."""
+    return values[warmup:] if len(values) > warmup else values
+
+
+def sft_result(times: list[float], tokens: list[float], warmup: int) -> dict[str, Any]:
+    """Steady real tokens/s of one SFT run from its step times and real tokens per step."""
+    times = times[: len(tokens)]
+    rate = sum(steady(tokens, warmup)) / sum(steady(times, warmup))
+    return {
+        "sft_real_tokens_per_s": round(rate, 1),
+        "sft_step_s": [round(t, 3) for t in times],
+        "sft_tokens_per_step": [int(t) for t in tokens],
+    }
+
+
+def grpo_result(
+    times: list[float], log_history: list[dict[str, Any]], warmup: int
+) -> dict[str, Any]:
+    """Steady seconds per optimizer step of one GRPO run, and its completion lengths."""
+    lengths = [e["completions/mean_length"] for e in log_history if "completions/mean_length" in e]
+    return {
+        "grpo_step_s": round(statistics.median(steady(times, warmup)), 3),
+        "grpo_step_s_all": [round(t, 3) for t in times],
+        "grpo_mean_completion_len": round(statistics.fmean(lengths), 1) if lengths else None,
+    }
+
+
+def gen_result(made: int, timings: list[float]) -> dict[str, Any]:
+    """Generation tokens/s of the second of two equal calls; the first (warmup) apart."""
+    return {
+        "gen_tokens_per_s": round(made / timings[1], 1),
+        "gen_first_call_s": round(timings[0], 2),
+    }
+
+
 def cuda_visible() -> bool:
     """True when torch is installed and sees a CUDA device (imports torch only to ask)."""
     try:
@@ -142,15 +336,33 @@ def cuda_visible() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def mlx_gpu_visible() -> bool:
+    """True when mlx is installed with a GPU (Metal) device (imports mlx only to ask)."""
+    try:
+        import mlx.core as mx
+    except ImportError:
+        return False
+    return bool(mx.is_available(mx.gpu))
+
+
+BACKENDS = ("cuda", "mlx")
+
+
 def run_bench(plan: BenchPlan, backend: str = "cuda") -> dict[str, Any]:
     """Measure `plan` with the named backend; the result dict of `report`'s input."""
     plan.check()
-    if backend != "cuda":
-        raise UserError(f"--backend {backend}: bench measures the cuda backend only")
+    if backend not in BACKENDS:
+        raise UserError(f"--backend {backend}: bench measures {' or '.join(BACKENDS)}")
+    if backend == "mlx" and plan.speed:
+        raise UserError("--speed: the mlx backend has no speed switches (they are cuda's)")
     get_backend(backend)  # a one-line error when its packages are missing
-    from backends.cuda.bench import measure
+    if backend == "cuda":
+        from backends.cuda.bench import measure
+    else:
+        from backends.mlx.bench import measure
 
     result = measure(plan)
+    result["setup"] = {"backend": backend, **result["setup"]}
     if "upstream" in result:
         result["ratios"] = ratios(result["ours"], result["upstream"])
     return result
@@ -182,12 +394,15 @@ def report(result: dict[str, Any]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     info = result["setup"]
+    versions = ", ".join(f"{name} {info[name]}" for name in VERSIONED if name in info)
     lines.append("")
     lines.append(
-        f"{info['device']} | shape {info['shape']} ({info['params']:,} params) | "
-        f"torch {info['torch']}, transformers {info['transformers']}, trl {info['trl']}"
+        f"{info.get('backend', 'cuda')} on {info['device']} | shape {info['shape']} "
+        f"({info['params']:,} params) | {versions}"
     )
     lines.append("ours: " + ", ".join(f"{k}={v}" for k, v in result["ours_speed"].items()))
+    if info.get("upstream_device"):
+        lines.append(f"upstream recipe on {info['upstream_device']}")
     return "\n".join(lines)
 
 

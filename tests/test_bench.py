@@ -1,8 +1,10 @@
-"""`qmd-ft bench`: the plan, the synthetic data, the report, and a whole tiny run on the CPU."""
+"""`qmd-ft bench`: the plan, the synthetic data, the report, and whole tiny runs on the CPU
+(cuda backend and mlx backend)."""
 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -10,7 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from qmd_ft.bench import SHAPES, BenchPlan, ratios, report, synthesize, vocabulary
+from qmd_ft.bench import (
+    SHAPES,
+    BenchPlan,
+    bench_tokenizer,
+    data_rows,
+    ratios,
+    report,
+    sft_config,
+    synthesize,
+    vocabulary,
+)
 from qmd_ft.errors import UserError
 from qmd_ft.prompt import SPECIAL_TOKENS
 
@@ -23,15 +35,22 @@ def _bench(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def qwen3_params(dims: dict) -> int:
+    """Parameters of a tied-embedding Qwen3 of these dimensions, counted by hand."""
+    hidden, head = dims["hidden_size"], dims["head_dim"]
+    q_width, kv_width = dims["num_attention_heads"] * head, dims["num_key_value_heads"] * head
+    layer = 2 * q_width * hidden + 2 * kv_width * hidden  # q, o; k, v
+    layer += 3 * hidden * dims["intermediate_size"] + 2 * head + 2 * hidden  # mlp, norms
+    return dims["vocab_size"] * hidden + dims["num_hidden_layers"] * layer + hidden
+
+
 def test_qwen3_shape_is_the_real_models() -> None:
     pytest.importorskip("transformers")
     from transformers import Qwen3Config
 
     config = Qwen3Config(**SHAPES["qwen3-1.7b"])
-    text, width = config.vocab_size * config.hidden_size, config.num_attention_heads * 128
-    layer = 2 * width * config.hidden_size + 2 * 1024 * config.hidden_size  # q, o; k, v
-    layer += 3 * config.hidden_size * config.intermediate_size + 2 * 128 + 2 * 2048  # mlp, norms
-    assert text + config.num_hidden_layers * layer + config.hidden_size == 1_720_574_976
+    assert config.num_attention_heads * 128 == 2048 and config.num_key_value_heads * 128 == 1024
+    assert qwen3_params(SHAPES["qwen3-1.7b"]) == 1_720_574_976
 
 
 def test_synthetic_rows_have_upstream_like_lengths() -> None:
@@ -49,8 +68,6 @@ def test_synthetic_rows_have_upstream_like_lengths() -> None:
 
 def test_bench_tokenizer_is_word_level_at_the_shapes_vocab_size() -> None:
     pytest.importorskip("transformers")
-    from backends.cuda.bench import bench_tokenizer
-
     tokens = vocabulary(1024, SPECIAL_TOKENS)
     assert len(tokens) == len(set(tokens)) == 1024 and tokens[-5:] == list(SPECIAL_TOKENS)
     tokenizer = bench_tokenizer(1024)
@@ -151,3 +168,65 @@ def test_tiny_bench_on_gpu_with_every_fast_switch() -> None:
     result = json.loads(r.stdout)
     assert result["ours_speed"]["compile_generation"] is True
     assert all(v > 0 for v in result["ratios"].values())
+
+
+def test_mlx_tiny_bench_on_cpu_trains_and_times_the_real_rows() -> None:
+    pytest.importorskip("mlx_lm")
+    from backends.mlx.dataset import epoch_order
+
+    r = _bench(
+        "--backend", "mlx", "--model-shape", "tiny", "--device", "cpu", "--json",
+        "--sft-steps", "1", "--grpo-steps", "1", "--warmup", "1", "--gen-tokens", "8",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(r.stdout)
+    assert set(result) == {"setup", "ours_speed", "ours"}
+    setup, ours = result["setup"], result["ours"]
+    assert setup["backend"] == "mlx" and setup["device"].startswith("cpu")
+    assert setup["params"] == qwen3_params(SHAPES["tiny"])  # the cuda bench's shape, exactly
+    for key in ("sft_real_tokens_per_s", "grpo_step_s", "gen_tokens_per_s"):
+        assert math.isfinite(ours[key]) and ours[key] > 0, key
+    # Two SFT steps ran (warmup + measured); each counted exactly the real (prompt +
+    # completion) tokens of its 16 rows, in the trainer's seeded order...
+    cfg = sft_config(Path("model"), Path("data"), Path("out")).training
+    per_step = cfg.batch_size * cfg.gradient_accumulation_steps
+    rows = synthesize(data_rows("tiny"), SHAPES["tiny"]["vocab_size"], seed=0)
+    order = epoch_order(len(rows), cfg.seed, 0)
+    real = [len((rows[i]["prompt"] + rows[i]["completion"]).split()) + 4 for i in order]
+    assert ours["sft_tokens_per_step"] == [sum(real[:per_step]), sum(real[per_step : 2 * per_step])]
+    # ...trained on them (a random model's loss is ln(vocab)), and the rate leaves the warmup out.
+    assert all(abs(loss - math.log(1024)) < 0.3 for loss in ours["sft_loss_per_step"])
+    tokens, times = ours["sft_tokens_per_step"][1], ours["sft_step_s"][1]
+    assert ours["sft_real_tokens_per_s"] == pytest.approx(tokens / times, rel=0.01)
+    assert len(ours["grpo_step_s_all"]) == 2 and ours["grpo_step_s"] == ours["grpo_step_s_all"][1]
+    assert 0 < ours["grpo_mean_completion_len"] <= 8
+    assert "mlx on cpu" in report(result) and "dtype=float32" in report(result)
+
+
+def test_mlx_bench_with_upstream_recipe_on_the_cpu_beside() -> None:
+    pytest.importorskip("mlx_lm")
+    pytest.importorskip("trl")
+    r = _bench(
+        "--backend", "mlx", "--model-shape", "tiny", "--device", "cpu", "--json",
+        "--upstream-recipe", "--parts", "gen", *FAST_FLAGS,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(r.stdout)
+    assert result["setup"]["upstream_device"] == "cpu (torch)" and "torch" in result["setup"]
+    assert result["ours"]["gen_tokens_per_s"] > 0 and result["upstream"]["gen_tokens_per_s"] > 0
+    assert set(result["ratios"]) == {"gen_tokens_per_s"}
+    assert result["ratios"]["gen_tokens_per_s"] > 0
+    assert "upstream recipe on cpu (torch)" in report(result)
+
+
+def test_mlx_bench_refuses_what_it_cannot_measure() -> None:
+    pytest.importorskip("mlx_lm")
+    import mlx.core as mx
+
+    speed = _bench("--backend", "mlx", "--model-shape", "tiny", "--speed", "padding_free=true")
+    assert speed.returncode == 1 and "no speed switches" in speed.stderr
+    if not mx.is_available(mx.gpu):
+        full = _bench("--backend", "mlx")
+        assert full.returncode == 1 and "use --model-shape tiny" in full.stderr
+    other = _bench("--backend", "tpu", "--model-shape", "tiny")
+    assert other.returncode == 1 and "cuda or mlx" in other.stderr

@@ -9,7 +9,9 @@ conversational data tokenized by TRL, HF `generate` with a dynamic cache), batch
 2 x 8 for GRPO.
 
 Both start from one random-init checkpoint of the chosen shape, written to disk once with a
-word-level tokenizer of the shape's vocabulary size (no download), and the same synthetic rows.
+word-level tokenizer of the shape's vocabulary size (no download), and the same synthetic rows;
+the configs, tokenizer, data, run configs and result arithmetic are `qmd_ft.bench`'s, shared with
+the mlx backend's bench.
 Step times come from a Trainer callback that synchronizes the GPU at each step's ends; the
 first `warmup` steps (allocator growth, compilation) are left out of the steady numbers.
 """
@@ -18,12 +20,11 @@ from __future__ import annotations
 
 import gc
 import json
-import statistics
 import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from transformers import TrainerCallback
@@ -32,20 +33,18 @@ from backends.cuda.fastgen import Sampling, StaticDecoder
 from backends.cuda.loading import load_merged, load_tokenizer, resolve_device, use_bf16
 from backends.cuda.speed import SpeedOptions
 from qmd_ft.backend import TrainRequest
-from qmd_ft.bench import SHAPES, BenchPlan, synthesize, vocabulary
-from qmd_ft.config import Config, load_config
+from qmd_ft.bench import (
+    BenchPlan,
+    gen_result,
+    grpo_config,
+    grpo_result,
+    model_configs,
+    prompts,
+    sft_config,
+    sft_result,
+    write_data,
+)
 from qmd_ft.data.prepare import TRAIN_FILE
-from qmd_ft.prompt import ENDOFTEXT, IM_END, SPECIAL_TOKENS
-from qmd_ft.tiny_model import QWEN3_CHAT_TEMPLATE
-
-if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerFast
-
-SFT_LORA = {"rank": 16, "alpha": 32, "dropout": 0.0}
-"""configs/sft.yaml's adapter (every projection, the default target list)."""
-
-GRPO_LORA = {"rank": 4, "alpha": 8, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}
-"""configs/grpo.yaml's adapter."""
 
 UPSTREAM_SFT_LORA: dict[str, Any] = {
     "r": 16,
@@ -140,87 +139,20 @@ def build_model(out: Path, shape: str, device: str, seed: int) -> tuple[Path, in
     Initialized on the device that will train it (seconds on a GPU for 1.7B parameters) with
     transformers' own init, stored in bf16 on GPUs (as Qwen3-1.7B ships) and fp32 on CPUs.
     """
-    from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
+    from transformers import Qwen3ForCausalLM
 
-    dims = dict(SHAPES[shape])
-    tokenizer = bench_tokenizer(dims["vocab_size"])
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    config = Qwen3Config(
-        **dims,
-        bos_token_id=ids[ENDOFTEXT],
-        eos_token_id=ids[IM_END],
-        pad_token_id=ids[ENDOFTEXT],
-    )
+    config, generation, tokenizer = model_configs(shape)
     dtype = torch.bfloat16 if use_bf16(device) else torch.float32
     torch.manual_seed(seed)
     with torch.device(device):
         model = Qwen3ForCausalLM(config).to(dtype)
-    model.generation_config = GenerationConfig(
-        bos_token_id=ids[ENDOFTEXT],
-        eos_token_id=[ids[IM_END], ids[ENDOFTEXT]],
-        pad_token_id=ids[ENDOFTEXT],
-    )
+    model.generation_config = generation
     params = sum(p.numel() for p in model.parameters())
     model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
     del model
     _free(device)
     return out, params
-
-
-def bench_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
-    """A word-level tokenizer of exactly `vocab_size` tokens with Qwen3's specials and template.
-
-    Whitespace splits words, so token counts are word counts; `<|im_end|>` is eos and
-    `<|endoftext|>` pad, as in Qwen3, and the chat template is Qwen3's, so the upstream recipe's
-    conversational rows render as they would on the real model.
-    """
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    tokens = vocabulary(vocab_size, SPECIAL_TOKENS)
-    core = Tokenizer(models.WordLevel({t: i for i, t in enumerate(tokens)}, unk_token=ENDOFTEXT))
-    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    core.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
-    core.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=core,
-        eos_token=IM_END,
-        pad_token=ENDOFTEXT,
-        chat_template=QWEN3_CHAT_TEMPLATE,
-    )
-
-
-def write_data(out: Path, plan: BenchPlan) -> Path:
-    """Synthetic rows as a prepared-data directory (`train.jsonl`), like `qmd-ft data prepare`.
-
-    Enough rows that no measured step repeats an epoch boundary's short batch: the fast path's
-    token-sized micro-batches hold a few hundred rows on a GPU.
-    """
-    n = 8000 if plan.shape == "qwen3-1.7b" else 512
-    rows = synthesize(n, SHAPES[plan.shape]["vocab_size"], plan.seed)
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / TRAIN_FILE).open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-    return out
-
-
-def _config(model_dir: Path, data_dir: Path, out: Path, **sections: Any) -> Config:
-    """A run config on the bench model: logs every step, never checkpoints mid-run."""
-    values: dict[str, Any] = {
-        "model": {"base": str(model_dir), "output": str(out)},
-        "dataset": {"name": str(data_dir), "prompt_field": "prompt"},
-        "training": {"logging_steps": 1, "save_steps": 1_000_000},
-    }
-    for section, keys in sections.items():
-        values[section] = {**values.get(section, {}), **keys}
-    return load_config(None, values)
-
-
-def steady(values: list[float], warmup: int) -> list[float]:
-    """The values after the first `warmup` (all of them when nothing would be left)."""
-    return values[warmup:] if len(values) > warmup else values
 
 
 def sft_tokens(log_history: list[dict[str, Any]]) -> list[float]:
@@ -233,48 +165,19 @@ def sft_tokens(log_history: list[dict[str, Any]]) -> list[float]:
     return [b - a for a, b in zip([0.0, *totals[:-1]], totals, strict=True)]
 
 
-def sft_result(timer: StepTimer, log_history: list[dict[str, Any]], warmup: int) -> dict[str, Any]:
-    """Steady real tokens/s and step times of one SFT run."""
-    tokens = sft_tokens(log_history)
-    times = timer.times[: len(tokens)]
-    rate = sum(steady(tokens, warmup)) / sum(steady(times, warmup))
-    return {
-        "sft_real_tokens_per_s": round(rate, 1),
-        "sft_step_s": [round(t, 3) for t in times],
-        "sft_tokens_per_step": [int(t) for t in tokens],
-    }
-
-
 def sft_ours(
     model_dir: Path, data_dir: Path, out: Path, plan: BenchPlan, speed: SpeedOptions, device: str
 ) -> dict[str, Any]:
     """SFT through `run_sft` with configs/sft.yaml's recipe and the fast switches."""
     from backends.cuda.sft import run_sft
 
-    training = {
-        "batch_size": 4,
-        "gradient_accumulation_steps": 4,
-        "learning_rate": 2e-4,
-        "max_length": 512,
-        "lr_scheduler": "cosine",
-    }
-    cfg = _config(model_dir, data_dir, out, training=training, lora=SFT_LORA)
+    cfg = sft_config(model_dir, data_dir, out)
     timer = StepTimer(device)
     req = TrainRequest(cfg, data_dir, out, device=device, max_steps=plan.warmup + plan.sft_steps)
     run_sft(req, speed=speed, callbacks=[timer])
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     _free(device)
-    return sft_result(timer, history, plan.warmup)
-
-
-def grpo_result(timer: StepTimer, log_history: list[dict[str, Any]], warmup: int) -> dict[str, Any]:
-    """Steady seconds per optimizer step of one GRPO run, and its completion lengths."""
-    lengths = [e["completions/mean_length"] for e in log_history if "completions/mean_length" in e]
-    return {
-        "grpo_step_s": round(statistics.median(steady(timer.times, warmup)), 3),
-        "grpo_step_s_all": [round(t, 3) for t in timer.times],
-        "grpo_mean_completion_len": round(statistics.fmean(lengths), 1) if lengths else None,
-    }
+    return sft_result(timer.times, sft_tokens(history), plan.warmup)
 
 
 def grpo_ours(
@@ -283,26 +186,13 @@ def grpo_ours(
     """GRPO through `run_grpo`: configs/grpo.yaml's recipe, all completions in one micro-batch."""
     from backends.cuda.grpo import run_grpo
 
-    training = {"batch_size": plan.completions_per_step, "learning_rate": 5e-7}
-    training["max_grad_norm"] = 0.5
-    grpo = {
-        "num_generations": plan.num_generations,
-        "max_completion_length": plan.gen_tokens,
-        "beta": 0.04,
-    }
-    cfg = _config(model_dir, data_dir, out, training=training, grpo=grpo, lora=GRPO_LORA)
+    cfg = grpo_config(model_dir, data_dir, out, plan)
     timer = StepTimer(device)
     steps = plan.warmup + plan.grpo_steps
     run_grpo(TrainRequest(cfg, data_dir, out, device=device, max_steps=steps), speed, [timer])
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     _free(device)
-    return grpo_result(timer, history, plan.warmup)
-
-
-def _prompts(data_dir: Path, n: int) -> list[str]:
-    """The first `n` synthetic prompts, rendered as eval renders them."""
-    with (data_dir / TRAIN_FILE).open(encoding="utf-8") as f:
-        return [json.loads(line)["prompt"] for _, line in zip(range(n), f, strict=False)]
+    return grpo_result(timer.times, history, plan.warmup)
 
 
 def gen_ours(
@@ -316,7 +206,7 @@ def gen_ours(
     dtype = torch.bfloat16 if use_bf16(device) else torch.float32
     model = load_merged(str(model_dir), [], dtype).to(device).eval()
     decoder = StaticDecoder(model, compile=speed.compile_generation and speed.fast_generation)
-    ids = [tokenizer(p)["input_ids"] for p in _prompts(data_dir, plan.gen_batch)]
+    ids = [tokenizer(p)["input_ids"] for p in prompts(data_dir, plan.gen_batch)]
     sampling = Sampling(temperature=1.0)
     timings = []
     for _ in range(2):
@@ -328,10 +218,7 @@ def gen_ours(
     made = sum(len(r) for r in rows)
     del model, decoder
     _free(device)
-    return {
-        "gen_tokens_per_s": round(made / timings[1], 1),
-        "gen_first_call_s": round(timings[0], 2),
-    }
+    return gen_result(made, timings)
 
 
 def sft_upstream(
@@ -378,7 +265,7 @@ def sft_upstream(
     history = trainer.state.log_history
     del trainer, model
     _free(device)
-    return sft_result(timer, history, plan.warmup)
+    return sft_result(timer.times, sft_tokens(history), plan.warmup)
 
 
 def grpo_upstream(
@@ -429,7 +316,7 @@ def grpo_upstream(
     history = trainer.state.log_history
     del trainer, model
     _free(device)
-    return grpo_result(timer, history, plan.warmup)
+    return grpo_result(timer.times, history, plan.warmup)
 
 
 def gen_upstream(model_dir: Path, data_dir: Path, plan: BenchPlan, device: str) -> dict[str, Any]:
@@ -439,7 +326,7 @@ def gen_upstream(model_dir: Path, data_dir: Path, plan: BenchPlan, device: str) 
     tokenizer = load_tokenizer(model_dir, padding_side="left")
     dtype = torch.bfloat16 if use_bf16(device) else torch.float32
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype).to(device).eval()
-    batch = tokenizer(_prompts(data_dir, plan.gen_batch), return_tensors="pt", padding=True)
+    batch = tokenizer(prompts(data_dir, plan.gen_batch), return_tensors="pt", padding=True)
     batch = batch.to(device)
     n = plan.gen_tokens
     timings = []

@@ -3,7 +3,9 @@
 The numbers that matter are ratios against QMD's upstream recipe measured in the same run, so
 `--upstream-recipe` runs it beside ours. The step and token counts are flags so a CPU can check
 the whole path in seconds with `--model-shape tiny` (what the tests do); the defaults are the
-anchor's, for a GPU.
+anchor's, for a GPU. `--backend mlx` measures the same three numbers through the mlx backend's
+trainers and generator (backends/mlx/bench.py); its `--upstream-recipe` runs the torch recipe
+on the CPU beside an mlx run on the CPU, and is refused beside mlx on a GPU.
 """
 
 from __future__ import annotations
@@ -15,7 +17,16 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from qmd_ft.bench import PARTS, SHAPES, BenchPlan, cuda_visible, report, run_bench
+from qmd_ft.bench import (
+    BACKENDS,
+    PARTS,
+    SHAPES,
+    BenchPlan,
+    cuda_visible,
+    mlx_gpu_visible,
+    report,
+    run_bench,
+)
 from qmd_ft.cli.common import plain, print_json
 from qmd_ft.errors import UserError
 
@@ -32,7 +43,9 @@ def _speed_overrides(pairs: list[str]) -> dict[str, Any]:
 
 
 def bench(
-    backend: Annotated[str, typer.Option(help="Backend to measure (cuda).")] = "cuda",
+    backend: Annotated[
+        str, typer.Option(help=f"Backend to measure: {' or '.join(BACKENDS)}.")
+    ] = "cuda",
     model_shape: Annotated[
         str, typer.Option(help=f"Model shape: {', '.join(SHAPES)} (random weights).")
     ] = "qwen3-1.7b",
@@ -42,7 +55,8 @@ def bench(
     ] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     device: Annotated[
-        str | None, typer.Option(help="cpu or cuda (default: cuda when visible).")
+        str | None,
+        typer.Option(help="cpu, or cuda (cuda backend) / gpu (mlx); default: the GPU if any."),
     ] = None,
     parts: Annotated[
         str, typer.Option(help=f"Comma-separated parts to measure: {','.join(PARTS)}.")
@@ -56,18 +70,25 @@ def bench(
     gen_batch: Annotated[int, typer.Option(help="Prompts per generation batch.")] = 16,
     speed: Annotated[
         list[str] | None,
-        typer.Option("--speed", help="Override one of ours' speed switches: name=value."),
+        typer.Option("--speed", help="Override one of ours' cuda speed switches: name=value."),
     ] = None,
 ) -> None:
     """Measure SFT tokens/s, GRPO s/step and generation tokens/s on random weights.
 
     Example: qmd-ft bench --backend cuda --upstream-recipe
+    Example: qmd-ft bench --backend mlx --model-shape tiny --json
     """
-    if device is None and model_shape == "qwen3-1.7b" and not cuda_visible():
-        raise UserError(
-            "no CUDA device: the qwen3-1.7b shape needs a GPU; "
-            "use --model-shape tiny, or --device cpu to run it on the CPU anyway"
-        )
+    if device is None and model_shape == "qwen3-1.7b":
+        if backend == "mlx" and not mlx_gpu_visible():
+            raise UserError(
+                "mlx has no GPU here (mlx[cpu]): the qwen3-1.7b shape needs one; "
+                "use --model-shape tiny, or --device cpu to run it on the CPU anyway"
+            )
+        if backend != "mlx" and not cuda_visible():
+            raise UserError(
+                "no CUDA device: the qwen3-1.7b shape needs a GPU; "
+                "use --model-shape tiny, or --device cpu to run it on the CPU anyway"
+            )
     plan = BenchPlan(
         shape=model_shape,
         device=device,
