@@ -141,3 +141,16 @@ def test_doctor_reports_every_piece() -> None:
         "HF login",
     } <= set(checks)
     assert all(c["ok"] or c["fix"] for c in checks.values())
+
+
+def test_debug_after_the_subcommand_shows_traceback(tmp_path: Path) -> None:
+    r = run("config", "check", str(tmp_path / "missing.yaml"), "--debug")
+    assert r.returncode == 1 and "Traceback" in r.stderr and "No such option" not in r.stderr
+
+
+def test_hoist_debug_keeps_everything_after_a_double_dash() -> None:
+    from qmd_ft.cli import hoist_debug
+
+    assert hoist_debug(["q", "a", "--debug", "b"]) == ["q", "--debug", "a", "b"]
+    assert hoist_debug(["q", "a", "--", "--debug"]) == ["q", "a", "--", "--debug"]
+    assert hoist_debug(["q", "a"]) == ["q", "a"]

@@ -252,8 +252,10 @@ def test_submit_run_and_manage_a_job(
 ) -> None:
     proj = make_project(tmp_path)
     monkeypatch.chdir(proj)
-    argv = "data prepare --data data/*.jsonl --out data/prepared --hf-jobs --flavor cpu-basic"
-    argv = [*argv.split(), "--timeout", "10m"]
+    # --evals typed out: a default path is not on the command line, so it would not travel
+    # (and `data prepare` refuses to run without its eval set)
+    argv = "data prepare --data data/*.jsonl --evals evals/queries.txt --out data/prepared"
+    argv = [*argv.split(), "--hf-jobs", "--flavor", "cpu-basic", "--timeout", "10m"]
     job = submit_cli_job(argv, None, flavor="cpu-basic", timeout="10m", install="0.1.0")
     printed = capsys.readouterr().out
     assert f"job {job.id} submitted" in printed and job.url in printed
@@ -283,7 +285,7 @@ def test_submit_run_and_manage_a_job(
     }
     files = hub.state.repos[JOBS_REPO]
     record = json.loads(files[f"{folder}/job.json"])
-    assert record["command"] == argv[:6]  # as typed, without the job options
+    assert record["command"] == argv[:8]  # as typed, without the job options
     assert f"{folder}/inputs/data/technical.jsonl" in files
     script = files[f"{folder}/job.py"].decode()
     assert 'dependencies = ["qmd-ft[cuda,hub]==0.1.0"]' in script
@@ -303,7 +305,10 @@ def test_submit_run_and_manage_a_job(
 
     done = run_like_hf_jobs(spec, hub, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "$ qmd-ft data prepare --data 'data/*.jsonl' --out data/prepared" in done.stdout
+    assert (
+        "$ qmd-ft data prepare --data 'data/*.jsonl' --evals evals/queries.txt --out data/prepared"
+        in done.stdout
+    )
     files = hub.state.repos[JOBS_REPO]
     outputs = {p for p in files if p.startswith(f"{folder}/outputs/")}
     assert {
@@ -404,3 +409,39 @@ def test_commands_submit_with_hf_jobs(
         .get(next(p for p in hub.state.repos[JOBS_REPO] if p.endswith("job.json")))
         .decode()
     )
+
+
+def test_hub_errors_turns_connection_errors_into_one_line() -> None:
+    from huggingface_hub.utils import _http
+
+    from qmd_ft.jobs.hub import hub_errors
+
+    client = next(
+        getattr(_http, name) for name in ("httpx2", "httpx") if hasattr(_http, name)
+    )  # whichever HTTP client huggingface_hub uses
+    request = client.Request("GET", "https://hub.example/api/jobs/me")
+    expected = "at https://hub.example: "
+    with pytest.raises(UserError) as e, hub_errors("list jobs"):
+        raise client.ConnectError("[Errno -2] Name or service not known", request=request)
+    assert str(e.value) == (
+        f"list jobs: cannot reach the Hugging Face Hub {expected}Name or service not known"
+    )
+    with pytest.raises(UserError) as e, hub_errors("logs"):
+        raise client.ReadTimeout("timed out", request=request)
+    assert str(e.value) == f"logs: cannot reach the Hugging Face Hub {expected}timed out"
+    with pytest.raises(ZeroDivisionError), hub_errors("list jobs"):
+        raise ZeroDivisionError  # anything else stays a bug with its traceback
+
+
+@pytest.mark.parametrize("command", [["ps"], ["inspect", "abc"], ["logs", "abc"], ["cancel", "x"]])
+def test_jobs_commands_without_a_reachable_hub_say_so_in_one_line(command: list[str]) -> None:
+    env = {**os.environ, "HF_TOKEN": TOKEN, "HF_ENDPOINT": "http://127.0.0.1:9"}  # nothing there
+    r = subprocess.run(
+        [sys.executable, "-m", "qmd_ft", "jobs", *command],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("error: whoami: cannot reach the Hugging Face Hub at http://127.0.")
+    assert len(r.stderr.strip().splitlines()) == 1

@@ -23,7 +23,7 @@ from qmd_ft.cli import (
     train_cmd,
 )
 from qmd_ft.cli.common import State, err_console
-from qmd_ft.errors import UserError
+from qmd_ft.errors import UserError, is_transport_error, os_error_line, transport_failure
 
 app = typer.Typer(
     name="qmd-ft",
@@ -66,12 +66,43 @@ app.command("demo")(pipeline_cmd.demo)
 app.command("bench")(bench_cmd.bench)
 
 
+def hoist_debug(argv: list[str]) -> list[str]:
+    """`argv` with `--debug` moved to the front, wherever it was typed before a `--`.
+
+    `--debug` is the root callback's option, so click only accepts it before the subcommand;
+    users add it at the end of the command that just failed, which must work too.
+    """
+    end = argv.index("--") if "--" in argv else len(argv)
+    if "--debug" not in argv[1:end]:
+        return argv
+    rest = [a for a in argv[1:end] if a != "--debug"]
+    return [argv[0], "--debug", *rest, *argv[end:]]
+
+
+def error_line(e: BaseException) -> str | None:
+    """The one line for an error the user must fix outside qmd-ft, or None for a bug.
+
+    A UserError says it itself; an unreachable server and a file the OS refuses (a directory
+    where a file goes, no permission, a full disk) name the address or path and the reason.
+    """
+    if isinstance(e, UserError):
+        return str(e)
+    if is_transport_error(e):
+        url, reason = transport_failure(e)
+        return f"cannot reach {url or 'the server'}: {reason}"
+    if isinstance(e, OSError):
+        return os_error_line(e)
+    return None
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit 1 (traceback: --debug)."""
+    sys.argv[:] = hoist_debug(sys.argv)
     try:
         app()
-    except UserError as e:
-        if State.debug:
+    except Exception as e:
+        line = None if State.debug else error_line(e)
+        if line is None:
             raise
-        err_console.print(f"error: {e}", markup=False, soft_wrap=True)
+        err_console.print(f"error: {line}", markup=False, soft_wrap=True)
         sys.exit(1)

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from qmd_ft.errors import UserError
+from qmd_ft.errors import UserError, is_transport_error, transport_failure
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
@@ -63,7 +63,12 @@ def connect(namespace: str | None = None) -> Hub:
 
 @contextmanager
 def hub_errors(what: str) -> Iterator[None]:
-    """Turn the client's HTTP errors into one line naming the request and the status."""
+    """Turn the client's HTTP and connection errors into one line naming the request.
+
+    Offline or behind a broken proxy, the client raises its transport error (e.g. ConnectError:
+    Name or service not known) rather than an HTTP error; that is the user's network to fix,
+    not a bug, so it gets one line with the Hub's address too.
+    """
     from huggingface_hub.errors import HfHubHTTPError
 
     try:
@@ -78,3 +83,12 @@ def hub_errors(what: str) -> Iterator[None]:
             raise UserError(f"{what}: not found (404)") from e
         detail = e.server_message or str(e).splitlines()[0]
         raise UserError(f"{what} failed: HTTP {status}: {detail}") from e
+    except Exception as e:
+        if not is_transport_error(e):
+            raise
+        from huggingface_hub import constants
+
+        url, reason = transport_failure(e)
+        raise UserError(
+            f"{what}: cannot reach the Hugging Face Hub at {url or constants.ENDPOINT}: {reason}"
+        ) from e
