@@ -83,6 +83,9 @@ TINY_SHAPE: dict[str, Any] = {
 INIT_STD = 0.02
 """Standard deviation of the random weights: transformers' default `initializer_range`."""
 
+MAX_SEED = 2**32 - 1
+"""The largest weights seed numpy's RandomState takes (seeds are 0..2**32-1)."""
+
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 """The project's `data/` folder; `evals/queries.txt` is read from beside it."""
 
@@ -313,6 +316,8 @@ def build_tiny_model(
     unknown = sorted(set(shape) - set(TINY_SHAPE))
     if unknown:
         raise TypeError(f"unknown shape keys {unknown}; known: {sorted(TINY_SHAPE)}")
+    if not 0 <= seed <= MAX_SEED:  # numpy's limit, checked before anything is written
+        raise ValueError(f"seed must be between 0 and {MAX_SEED} (got {seed})")
     min_vocab = 256 + len(SPECIAL_TOKENS)
     if vocab_size <= min_vocab:
         raise ValueError(f"vocab_size must exceed {min_vocab} (256 bytes + special tokens)")
@@ -356,7 +361,7 @@ def _read_examples(data_dir: Path) -> Iterator[tuple[str, str]]:
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):  # RecursionError: absurdly deep
                 continue
             if isinstance(record, dict):
                 query, completion = record.get("input"), record.get("output")

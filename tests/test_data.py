@@ -9,11 +9,12 @@ import pytest
 
 from qmd_ft.data.normalize import normalize, truncate_hyde
 from qmd_ft.data.prepare import DataErrors, prepare
-from qmd_ft.data.reader import read_examples
+from qmd_ft.data.reader import read_examples, resolve_paths
 from qmd_ft.data.schema import SchemaError, parse_record
 from qmd_ft.data.stats import compute_stats
 from qmd_ft.data.validate import read_all, validate
 from qmd_ft.data.variants import only_variants
+from qmd_ft.errors import UserError
 
 FULL = "hyde: A passage.\nlex: alpha beta\nvec: what is alpha beta about"
 
@@ -85,6 +86,29 @@ def test_bom_and_crlf_are_warnings_not_errors(tmp_path: Path) -> None:
         "CRLF line endings (accepted)",
         "UTF-8 byte-order mark (accepted)",
     ]
+
+
+def test_deeply_nested_json_is_a_problem_with_its_line(tmp_path: Path) -> None:
+    p = tmp_path / "deep.jsonl"
+    p.write_text(json.dumps({"input": "a", "output": FULL}) + "\n" + "[" * 100_000 + "]" * 100_000)
+    result = validate([p])
+    assert len(result.rows) == 1
+    assert [str(e) for e in result.errors] == [f"{p}:2: JSON nested too deeply"]
+
+
+def test_empty_file_and_directory_without_jsonl_are_errors(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n")
+    good = write(tmp_path / "good.jsonl", [{"input": "a", "output": FULL}])
+    assert messages(empty) == [f"{empty}: no rows (the file is empty or blank)"]
+    assert [str(e) for e in validate([good, empty]).errors] == [
+        f"{empty}: no rows (the file is empty or blank)"
+    ]
+    bad = write(tmp_path / "bad.jsonl", [{"input": "a"}])
+    assert messages(bad) == [f"{bad}:1: missing key 'output'"]  # already reported: no extra
+    (tmp_path / "d").mkdir()
+    with pytest.raises(UserError, match=r"no \.jsonl files in"):
+        resolve_paths([str(tmp_path / "d")])
 
 
 def test_huge_single_line_is_reported_not_loaded(tmp_path: Path) -> None:
@@ -166,6 +190,22 @@ def test_prepare_refuses_invalid_rows(tmp_path: Path) -> None:
     with pytest.raises(DataErrors) as e:
         prepare([p], tmp_path / "out", None)
     assert str(e.value.problems[0]).startswith(f"{p}:1: output line 1")
+
+
+def test_prepare_with_no_train_rows_says_why_and_writes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(UserError, match=r"no rows to train on: .*empty.jsonl hold\(s\) no exampl"):
+        prepare([empty], out, None)
+    two = write(tmp_path / "two.jsonl", [{"input": f"q{i}", "output": FULL} for i in range(2)])
+    with pytest.raises(UserError, match=r"val fraction 0\.9 puts all 2 base quer"):
+        prepare([two], out, None, val_fraction=0.9)
+    evals = tmp_path / "queries.txt"
+    evals.write_text("q0\nq1\n")
+    with pytest.raises(UserError, match=r"all 2 unique quer.* are eval queries"):
+        prepare([two], out, evals)
+    assert not out.exists()
 
 
 def test_prepare_100k_rows(tmp_path: Path) -> None:

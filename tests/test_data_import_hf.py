@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from qmd_ft.data.import_hf import FieldMap, columns, import_rows, load_rows, resolve_mapping
+from qmd_ft.data.import_hf import (
+    FieldMap,
+    columns,
+    import_rows,
+    load_rows,
+    resolve_mapping,
+    row_locator,
+)
 from qmd_ft.data.reader import Row, read_examples
 from qmd_ft.errors import UserError
 
@@ -26,7 +33,7 @@ def write_jsonl(path: Path, rows: list[object]) -> Path:
 def imported(source: Path, split: str = "train", **fields: str | None):
     rows = load_rows(str(source), split)
     mapping = resolve_mapping(columns(rows), fields.get("query_field"), fields.get("output_field"))
-    return import_rows(rows, mapping)
+    return import_rows(rows, mapping, where=row_locator(str(source), rows))
 
 
 def test_every_output_shape_and_every_skip_reason(tmp_path: Path) -> None:
@@ -46,7 +53,7 @@ def test_every_output_shape_and_every_skip_reason(tmp_path: Path) -> None:
         ],
     )
     with path.open("a") as f:
-        f.write("{not json\n")
+        f.write("\n{not json\n")  # a blank line first: FILE:LINE counts lines, not rows
     result = imported(path)
     assert result.mapping == FieldMap("query", "output")
     assert [r["input"] for r in result.records] == [
@@ -57,12 +64,12 @@ def test_every_output_shape_and_every_skip_reason(tmp_path: Path) -> None:
     ]
     assert result.records[2]["output"] == "lex: a b\nlex: c d\nvec: e f g"
     assert result.skipped == [
-        (4, "invalid: no vec: line"),
-        (5, "invalid: no value in 'query'"),
-        (6, "duplicate: same query as row 0"),
-        (7, "invalid: output object has key(s) keywords"),
-        (8, "invalid: row is not an object"),
-        (9, "invalid: line 10 is not valid JSON (JSONDecodeError)"),
+        (f"{path}:5", "invalid: no vec: line"),
+        (f"{path}:6", "invalid: no value in 'query'"),
+        (f"{path}:7", f"duplicate: same query as {path}:1"),
+        (f"{path}:8", "invalid: output object has key(s) keywords"),
+        (f"{path}:9", "invalid: row is not an object"),
+        (f"{path}:11", "invalid: not valid JSON (JSONDecodeError)"),
     ]
     assert result.rows == 10 == len(result.records) + len(result.skipped)
     assert result.reasons == {"invalid": 5, "duplicate": 1}
@@ -104,7 +111,7 @@ def test_chat_rows_lose_the_empty_think_block(tmp_path: Path) -> None:
     result = imported(path)
     assert result.mapping.chat
     assert result.records == [{"input": "auth", "output": TEXT}]
-    assert result.skipped == [(1, "invalid: no assistant message")]
+    assert result.skipped == [(f"{path}:2", "invalid: no assistant message")]
 
 
 def test_parquet_file(tmp_path: Path) -> None:
@@ -127,7 +134,7 @@ def test_saved_dataset_dict_and_its_splits(tmp_path: Path) -> None:
         }
     ).save_to_disk(str(saved))
     assert [r["input"] for r in imported(saved).records] == ["q one"]
-    assert imported(saved, split="test").skipped == [(0, "invalid: no vec: line")]
+    assert imported(saved, split="test").skipped == [(f"{saved} row 1", "invalid: no vec: line")]
     with pytest.raises(UserError, match=r"no split 'dev' \(splits: train, test\)"):
         load_rows(str(saved), "dev")
 
@@ -157,7 +164,7 @@ def test_cli_writes_valid_rows_and_lists_the_skipped(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     r = run(str(source), "-o", str(out))
     assert r.returncode == 0, r.stderr
-    assert "row 1: skipped: invalid: no lex: line" in r.stdout
+    assert f"{source}:2: skipped: invalid: no lex: line" in r.stdout
     assert f"2 row(s): 1 imported, 1 skipped (invalid: 1) → {out}" in r.stdout
     assert [type(i) for i in read_examples(out)] == [Row]
 

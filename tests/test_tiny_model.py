@@ -132,6 +132,29 @@ def test_shape_overrides_and_bad_arguments(tmp_path: Path, build: Callable[..., 
         build(tmp_path / "bad", hidden_dim=64)
     with pytest.raises(ValueError, match="vocab_size"):
         build(tmp_path / "bad", vocab_size=261)
+    for seed in (-1, 2**32):
+        with pytest.raises(ValueError, match="seed must be between 0 and 4294967295"):
+            build(tmp_path / "bad", seed=seed)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_cli_refuses_a_bad_seed_or_a_file_as_output_before_writing(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "qmd_ft", "make-tiny-model", str(tmp_path / "m"), "--seed", "-1"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and "--seed" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "m").exists()
+    (tmp_path / "f").write_text("")
+    r = subprocess.run(
+        [sys.executable, "-m", "qmd_ft", "make-tiny-model", str(tmp_path / "f")],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 1 and r.stderr.strip() == (
+        f"error: {tmp_path / 'f'}: exists and is not a directory; give a directory to write into"
+    )
 
 
 def test_training_texts_render_data_and_skip_broken_lines(tmp_path: Path) -> None:
@@ -142,7 +165,7 @@ def test_training_texts_render_data_and_skip_broken_lines(tmp_path: Path) -> Non
     (tmp_path / "data" / "a.jsonl").write_text(
         '{"input": "rust traits", "output": "lex: rust trait"}\n'
         '["not", "an", "object"]\n'
-        '{"input": "no output"}\n'
+        '{"input": "no output"}\n' + "[" * 100_000 + "]" * 100_000 + "\n"
         '{"input": "cut off mid-wri',
         encoding="utf-8",
     )

@@ -25,7 +25,7 @@ from qmd_ft.data.generate import (
     generate,
     make_client,
 )
-from qmd_ft.data.import_hf import columns, import_rows, load_rows, resolve_mapping
+from qmd_ft.data.import_hf import columns, import_rows, load_rows, resolve_mapping, row_locator
 from qmd_ft.data.prepare import DataErrors, prepare
 from qmd_ft.data.reader import DEFAULT_GLOB, resolve_paths
 from qmd_ft.data.stats import compute_stats
@@ -33,6 +33,7 @@ from qmd_ft.data.term_senses import load_senses
 from qmd_ft.data.validate import read_all, validate
 from qmd_ft.data.variants import only_variants
 from qmd_ft.errors import UserError
+from qmd_ft.outputs import check_output_dir, check_output_file
 
 app = typer.Typer(help="Validate, prepare and inspect training data.", no_args_is_help=True)
 
@@ -71,20 +72,31 @@ def prepare_cmd(
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("data/train"),
     val_fraction: Annotated[float, typer.Option(min=0.0, max=0.9)] = 0.1,
     seed: Annotated[int, typer.Option(help="Split seed.")] = 42,
-    evals: Annotated[
-        Path | None, typer.Option(help="Eval queries to exclude from training.")
-    ] = Path("evals/queries.txt"),
+    evals: Annotated[Path, typer.Option(help="Eval queries to exclude from training.")] = Path(
+        "evals/queries.txt"
+    ),
+    no_evals: Annotated[
+        bool, typer.Option("--no-evals", help="Exclude no eval queries (there is no eval set).")
+    ] = False,
 ) -> None:
     """Validate, normalize, dedupe, exclude eval queries, split, render; deterministic.
 
+    A missing --evals file is an error, not a warning: training on the eval queries would
+    make every later eval score look better than the model is.
+
     Example: qmd-ft data prepare --data 'data/*.jsonl' --out data/train --seed 42
     """
+    check_output_dir(out)
     files = resolve_paths([data])
-    if evals is not None and not evals.is_file():
-        err_console.print(f"warning: {evals} not found: no eval queries excluded")
-        evals = None
+    if not no_evals and not evals.is_file():
+        raise UserError(
+            f"--evals {evals}: not found; eval queries cannot be excluded from training "
+            "(give the eval set, or --no-evals when there is none)"
+        )
     try:
-        result = prepare(files, out, evals, val_fraction=val_fraction, seed=seed)
+        result = prepare(
+            files, out, None if no_evals else evals, val_fraction=val_fraction, seed=seed
+        )
     except DataErrors as e:
         for p in e.problems:
             plain(str(p))
@@ -141,6 +153,7 @@ def variants_cmd(
         raise UserError(f"--types: {', '.join(bad)} not one of lex, vec, hyde")
     files = resolve_paths(paths)
     _refuse_input_as_output(out, files)
+    check_output_file(out)
     result = read_all(files)
     if result.errors:
         for p in result.errors:
@@ -158,13 +171,20 @@ def _refuse_input_as_output(out: Path, inputs: list[Path]) -> None:
 
 
 def _write_jsonl(out: Path, records: list[dict[str, str]]) -> None:
-    """Write all records through a temporary file, so OUT is either complete or untouched."""
+    """Write all records through a temporary file, so OUT is either complete or untouched.
+
+    The temporary file goes away if the write fails (full disk, OUT turned into a directory
+    meanwhile): a stray `OUT.tmp` would be picked up by the next `data/*` glob.
+    """
     tmp = out.with_name(out.name + ".tmp")
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tmp.open("w", encoding="utf-8", newline="\n") as f:
-        for rec in records:
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    os.replace(tmp, out)
+    try:
+        with tmp.open("w", encoding="utf-8", newline="\n") as f:
+            for rec in records:
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _counts(counter: Counter[str]) -> str:
@@ -182,6 +202,8 @@ def _progress(description: str, total: int | None) -> Iterator[Progress]:
         TimeElapsedColumn(),
         console=err_console,
         transient=True,
+        # Off a terminal a transient bar leaves only a blank line, e.g. before an error line.
+        disable=not err_console.is_terminal,
     )
     with progress:
         progress.add_task(description, total=total)
@@ -213,6 +235,7 @@ def clean_cmd(
     files = resolve_paths(paths)
     if out is not None:
         _refuse_input_as_output(out, files)
+        check_output_file(out)
     senses = load_senses(terms)
     total = sum(f.read_bytes().count(b"\n") for f in files)
     with _progress("cleaning", total) as bar:
@@ -276,6 +299,7 @@ def generate_cmd(
 
     Example: qmd-ft data generate --count 50 --provider openai --base-url URL -o data/new.jsonl
     """
+    check_output_file(out)
     categories = category or list(CATEGORIES)
     check_categories(categories)
     senses = load_senses(terms)
@@ -353,20 +377,27 @@ def import_hf_cmd(
 ) -> None:
     """Turn a Hugging Face dataset of queries/expansions into our schema.
 
-    Every row is written or listed with its index and why it was skipped.
+    Every row is written or listed with where it is (FILE:LINE for .jsonl, else SOURCE row N)
+    and why it was skipped.
 
     Example: qmd-ft data import-hf user/dataset --split train -o data/imported.jsonl
     """
     source = Path(dataset)
     if source.exists():
         _refuse_input_as_output(out, [source])
+    check_output_file(out)
     rows = load_rows(dataset, split)
     mapping = resolve_mapping(columns(rows), query_field, output_field)
     err_console.print(mapping.describe(), markup=False)
     with _progress("importing", len(rows)) as bar:
-        result = import_rows(rows, mapping, on_row=lambda: bar.advance(bar.task_ids[0]))
-    for index, reason in result.skipped:
-        plain(f"row {index}: skipped: {reason}")
+        result = import_rows(
+            rows,
+            mapping,
+            on_row=lambda: bar.advance(bar.task_ids[0]),
+            where=row_locator(dataset, rows),
+        )
+    for where, reason in result.skipped:
+        plain(f"{where}: skipped: {reason}")
     skipped = len(result.skipped)
     why = f" ({_counts(result.reasons)})" if skipped else ""
     summary = f"{result.rows} row(s): {len(result.records)} imported, {skipped} skipped{why}"

@@ -16,6 +16,7 @@ from qmd_ft.config import Config, load_config
 from qmd_ft.errors import UserError
 from qmd_ft.evaluation import load_results, run_eval, write_results
 from qmd_ft.gate import GateResult, GateRule, compare, retrieval_reasons
+from qmd_ft.outputs import check_output_file
 from qmd_ft.queries import read_queries
 
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
@@ -35,6 +36,8 @@ def _progress(total: int, label: str) -> Progress:
         TimeElapsedColumn(),
         console=err_console,
         transient=True,
+        # Off a terminal a transient bar leaves only a blank line, e.g. before an error line.
+        disable=not err_console.is_terminal,
     )
     progress.add_task(label, total=total)
     return progress
@@ -113,6 +116,8 @@ def eval_(
             required=[*local, queries or cfg.eval.queries],
         )
         return
+    if out is not None:
+        check_output_file(out)  # before generating: a bad -o must not cost the whole run
     if retrieval:
         _eval_retrieval(model, list(adapter or []), cfg, backend, device, out, json_)
         return

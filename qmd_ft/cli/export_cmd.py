@@ -27,6 +27,7 @@ from rich.table import Table
 from qmd_ft.cli.common import console, err_console
 from qmd_ft.config import ExportConfig
 from qmd_ft.errors import UserError
+from qmd_ft.outputs import check_output_dir
 
 if TYPE_CHECKING:
     from qmd_ft.gguf.build import EventFn
@@ -76,8 +77,8 @@ def export_gguf(
             required=[model],
         )
         return
+    out_dir = check_output_dir(out or Path(ExportConfig().out))
     build_mod, _ = _gguf_modules()
-    out_dir = out or Path(ExportConfig().out)
     with _progress() as on_event:
         result = build_mod.build(model, out_dir, types, verify=not no_verify, on_event=on_event)
 
@@ -168,7 +169,9 @@ def _progress() -> Iterator[EventFn]:
         TaskProgressColumn(),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=err_console, transient=True) as progress:
+    # Off a terminal a transient bar leaves only a blank line, e.g. before an error line.
+    disabled = not err_console.is_terminal
+    with Progress(*columns, console=err_console, transient=True, disable=disabled) as progress:
         yield _Steps(progress)
 
 

@@ -9,6 +9,7 @@ import typer
 
 from qmd_ft.backend import get_backend
 from qmd_ft.cli.common import plain
+from qmd_ft.outputs import check_output_dir
 
 
 def merge(
@@ -21,5 +22,6 @@ def merge(
 
     Example: qmd-ft merge --base Qwen/Qwen3-1.7B --adapter outputs/sft -o outputs/merged
     """
+    check_output_dir(out)  # before loading and merging, not after
     path = get_backend(backend).merge(base, adapter, out)
     plain(f"merged {base} + {len(adapter)} adapter(s) -> {path}")

@@ -2,8 +2,9 @@
 
 Sources: a Hugging Face hub id, a directory saved with `Dataset.save_to_disk`, a directory of
 data files, or one local `.jsonl`/`.json`/`.parquet` file (read without `datasets`, so small
-imports work where it is not installed). Every row is either written or reported with its
-index and the reason: an import that silently loses rows would skew the training mix unseen.
+imports work where it is not installed). Every row is either written or reported with where it
+is (`FILE:LINE` in a .jsonl file, `SOURCE row N` elsewhere; both 1-based, as editors count) and
+the reason: an import that silently loses rows would skew the training mix unseen.
 
 The field mapping is explicit (`--query-field`, `--output-field`) or found from the columns:
 a query column (input/query/question/prompt) with an output column (output/expansion/
@@ -38,6 +39,22 @@ class Unreadable:
     reason: str
 
 
+class JsonlRows(list[Any]):
+    """The rows of a .jsonl file with the line each came from (blank lines hold no row)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[int] = []
+
+
+def row_locator(source: str, rows: Sequence[Any]) -> Callable[[int], str]:
+    """Where the row at a 0-based index is, for messages: `FILE:LINE`, else `SOURCE row N`."""
+    lines = rows.lines if isinstance(rows, JsonlRows) else None
+    if lines is not None:
+        return lambda index: f"{source}:{lines[index]}"
+    return lambda index: f"{source} row {index + 1}"
+
+
 @dataclass(frozen=True)
 class FieldMap:
     """Where a row's query and output come from."""
@@ -56,17 +73,17 @@ class FieldMap:
 
 @dataclass
 class ImportResult:
-    """Records to write and, for every other row, why it was skipped."""
+    """Records to write and, for every other row, where it is and why it was skipped."""
 
     mapping: FieldMap
     rows: int = 0
     records: list[dict[str, str]] = field(default_factory=list)
-    skipped: list[tuple[int, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
     reasons: Counter[str] = field(default_factory=Counter)
 
-    def skip(self, index: int, reason: str, detail: str) -> None:
+    def skip(self, where: str, reason: str, detail: str) -> None:
         """Record a skipped row; `reason` is the summary's key, `detail` says what exactly."""
-        self.skipped.append((index, f"{reason}: {detail}"))
+        self.skipped.append((where, f"{reason}: {detail}"))
         self.reasons[reason] += 1
 
 
@@ -82,17 +99,18 @@ def _need_datasets() -> Any:
     return datasets
 
 
-def _read_jsonl(path: Path) -> list[Any]:
+def _read_jsonl(path: Path) -> JsonlRows:
     """One row per non-blank line; an undecodable line stays a row, to be reported."""
-    rows: list[Any] = []
+    rows = JsonlRows()
     with path.open("rb") as f:
         for n, raw in enumerate(f, start=1):
             if not raw.strip():
                 continue
+            rows.lines.append(n)
             try:
                 rows.append(json.loads(raw))
             except (UnicodeDecodeError, ValueError, RecursionError) as e:
-                rows.append(Unreadable(f"line {n} is not valid JSON ({e.__class__.__name__})"))
+                rows.append(Unreadable(f"not valid JSON ({e.__class__.__name__})"))
     return rows
 
 
@@ -231,9 +249,16 @@ def to_record(row: Any, mapping: FieldMap) -> dict[str, Any]:
 
 
 def import_rows(
-    rows: Sequence[Any], mapping: FieldMap, on_row: Callable[[], None] | None = None
+    rows: Sequence[Any],
+    mapping: FieldMap,
+    on_row: Callable[[], None] | None = None,
+    where: Callable[[int], str] | None = None,
 ) -> ImportResult:
-    """Validate every row; the first of each query (case-insensitive) wins, later ones skip."""
+    """Validate every row; the first of each query (case-insensitive) wins, later ones skip.
+
+    `where` names a row by its 0-based index in messages (see `row_locator`); default `row N`.
+    """
+    locate = where or (lambda index: f"row {index + 1}")
     result = ImportResult(mapping)
     first: dict[str, int] = {}
     for index, row in enumerate(rows):
@@ -241,11 +266,11 @@ def import_rows(
         try:
             example = parse_record(to_record(row, mapping))
         except SchemaError as e:
-            result.skip(index, "invalid", str(e))
+            result.skip(locate(index), "invalid", str(e))
         else:
             key = example.query.casefold()
             if key in first:
-                result.skip(index, "duplicate", f"same query as row {first[key]}")
+                result.skip(locate(index), "duplicate", f"same query as {locate(first[key])}")
             else:
                 first[key] = index
                 result.records.append(example.to_record())

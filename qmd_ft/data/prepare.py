@@ -18,6 +18,7 @@ from qmd_ft import prompt
 from qmd_ft.data.normalize import normalize
 from qmd_ft.data.reader import Problem, Row
 from qmd_ft.data.validate import read_all
+from qmd_ft.errors import UserError
 from qmd_ft.queries import read_queries
 from qmd_ft.reward import parse_only_mode
 
@@ -81,6 +82,24 @@ def _write_jsonl(path: Path, records: list[dict]) -> None:
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
 
 
+def _no_train_rows(
+    paths: list[Path], rows: list[Row], excluded: list[Row], n_val: int, val_fraction: float
+) -> None:
+    """Raise the UserError saying why no row is left to train on."""
+    where = ", ".join(str(p) for p in paths)
+    if not rows:
+        raise UserError(f"no rows to train on: {where} hold(s) no examples")
+    if n_val == 0:
+        raise UserError(
+            f"no rows to train on: all {len(excluded)} unique quer(ies) in {where} are eval "
+            "queries (excluded so evals stay honest)"
+        )
+    raise UserError(
+        f"no rows to train on: val fraction {val_fraction} puts all {n_val} base quer(ies) in "
+        "the validation split; lower it (--val-fraction, dataset.eval_split) or add data"
+    )
+
+
 def prepare(
     paths: list[Path],
     out_dir: Path,
@@ -88,7 +107,11 @@ def prepare(
     val_fraction: float = 0.1,
     seed: int = 42,
 ) -> PrepareResult:
-    """Run the whole preparation; raise DataErrors when any input line is invalid."""
+    """Run the whole preparation; raise DataErrors when any input line is invalid.
+
+    A split with no training rows is a UserError (naming why) and writes nothing: an empty
+    train.jsonl would only fail later, inside a trainer, far from its cause.
+    """
     read = read_all(paths)
     if read.errors:
         raise DataErrors(read.errors)
@@ -117,6 +140,8 @@ def prepare(
     if val_fraction > 0 and n_val == 0 and len(keys) > 1:
         n_val = 1
     val_keys = set(keys[:n_val])
+    if n_val == len(keys):
+        _no_train_rows(paths, rows, excluded, n_val, val_fraction)
     train = [render(r) for k in keys[n_val:] for r in groups[k]]
     val = [render(r) for k in keys[:n_val] for r in groups[k]]
     random.Random(seed + 1).shuffle(train)

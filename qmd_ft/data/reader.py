@@ -29,8 +29,10 @@ class Problem:
     severity: str = "error"  # or "warning"
 
     def __str__(self) -> str:
+        """`FILE:LINE: message`; `FILE: message` for the whole file (line 0)."""
         tag = "warning: " if self.severity == "warning" else ""
-        return f"{self.path}:{self.line}: {tag}{self.message}"
+        where = f"{self.path}:{self.line}" if self.line else self.path
+        return f"{where}: {tag}{self.message}"
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,10 @@ def resolve_paths(paths: list[str] | None, default_glob: str = DEFAULT_GLOB) -> 
         else:
             p = Path(pattern)
             if p.is_dir():
-                found.extend(sorted(p.glob("*.jsonl")))
+                in_dir = sorted(p.glob("*.jsonl"))
+                if not in_dir:  # else a typo'd data dir would read as "0 rows, all fine"
+                    raise UserError(f"no .jsonl files in {pattern}")
+                found.extend(in_dir)
             elif p.is_file():
                 found.append(p)
             else:
@@ -114,12 +119,12 @@ def read_examples(path: Path) -> Iterator[Row | Problem]:
                 continue
             try:
                 obj = json.loads(text)
+                row = Row(name, n, parse_record(obj))
             except json.JSONDecodeError as e:
                 yield Problem(name, n, f"invalid JSON: {e.msg} (column {e.colno})")
-                continue
-            try:
-                yield Row(name, n, parse_record(obj))
             except SchemaError as e:
                 yield Problem(name, n, str(e))
-            except RecursionError:
+            except RecursionError:  # `[[[[…]]]]` thousands deep: the decoder itself overflows
                 yield Problem(name, n, "JSON nested too deeply")
+            else:
+                yield row

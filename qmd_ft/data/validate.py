@@ -51,8 +51,20 @@ def duplicate_problems(rows: list[Row]) -> list[Problem]:
     return problems
 
 
+def empty_file_problems(paths: list[Path], result: Validation) -> list[Problem]:
+    """An error for each file that yielded neither a row nor an error: an empty (or blank)
+    file is a truncated or wrongly named one more often than an intended one."""
+    seen = {r.path for r in result.rows} | {p.path for p in result.errors}
+    return [
+        Problem(str(p), 0, "no rows (the file is empty or blank)")
+        for p in paths
+        if str(p) not in seen
+    ]
+
+
 def validate(paths: list[Path]) -> Validation:
-    """Schema problems plus duplicates across all the files."""
+    """Schema problems plus duplicates across all the files, and files with no rows."""
     result = read_all(paths)
+    result.problems.extend(empty_file_problems(paths, result))
     result.problems.extend(duplicate_problems(result.rows))
     return result
