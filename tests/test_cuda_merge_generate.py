@@ -120,3 +120,37 @@ def test_checkpoint_sampling_defaults_do_not_leak(memorized: Path, tmp_path: Pat
 def test_cut_at_stop() -> None:
     assert cut_at_stop([5, 6, 7, 2, 8, 9], {2, 3}) == [5, 6, 7]
     assert cut_at_stop([5, 6], {2}) == [5, 6]
+
+
+def test_local_model_refs_are_told_from_hub_ids(tmp_path: Path, monkeypatch) -> None:
+    from backends.cuda.loading import check_model_ref, is_local_ref
+
+    monkeypatch.chdir(tmp_path)
+    for ref in ("/abs", "./rel", "../up", "~/m", ".", "a/b/c"):
+        assert is_local_ref(ref), ref
+    for ref in ("Qwen/Qwen3-1.7B", "gpt2", "outputs/merged"):  # hub-shaped, absent here
+        assert not is_local_ref(ref), ref
+        assert check_model_ref(ref) == ref
+    (tmp_path / "outputs" / "merged").mkdir(parents=True)
+    assert is_local_ref("outputs/merged")  # present on disk: a path after all
+
+
+def test_eval_and_merge_name_a_missing_or_non_model_path(tmp_path: Path) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "qmd_ft", *args], capture_output=True, text=True, cwd=tmp_path
+        )
+
+    (tmp_path / "queries.txt").write_text("docker volumes\n")
+    not_model = tmp_path / "notes"
+    not_model.mkdir()
+    for model in ("/nonexistent", str(not_model)):
+        why = "not found; check the path" if model == "/nonexistent" else "not a model directory"
+        for r in (
+            run("eval", "--backend", "cuda", "--model", model, "--queries", "queries.txt"),
+            run("merge", "--backend", "cuda", "--base", model, "--adapter", "a", "-o", "out"),
+        ):
+            assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+            assert r.stderr.startswith(f"error: model {model}: {why}"), r.stderr
+            assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

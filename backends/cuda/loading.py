@@ -48,19 +48,50 @@ def is_adapter(path: str | Path) -> bool:
 def require_dir(path: str | Path, what: str, hint: str) -> Path:
     """A local artifact that must exist (an SFT result, an adapter): a clear error if not."""
     p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UserError(f"{what} {p}: a file, not a directory")
     if not p.is_dir():
         raise UserError(f"{what} {p}: not found; {hint}")
     if not (p / "config.json").is_file() and not is_adapter(p):
-        raise UserError(f"{what} {p}: no config.json or {ADAPTER_CONFIG}: not a model or adapter")
+        raise UserError(f"{what} {p}: not a model directory (no config.json or {ADAPTER_CONFIG})")
     return p
+
+
+def is_local_ref(ref: str | Path) -> bool:
+    """True when a model ref names a local path rather than a hub id (`name`, `owner/name`).
+
+    Absolute, `./`, `../` and `~` refs, refs with more than one slash, and anything that exists
+    on disk are paths. A missing one passed on to transformers is read as a hub id and answered
+    with "Repo id must use alphanumeric chars…", which hides the typo.
+    """
+    if isinstance(ref, Path):
+        return True
+    return (
+        ref.startswith(("/", "./", "../", "~"))
+        or ref in (".", "..")
+        or ref.count("/") > 1
+        or Path(ref).exists()
+    )
+
+
+def check_model_ref(ref: str | Path, what: str = "model") -> str:
+    """The ref to load: a local one must be a model directory (one-line error if not).
+
+    Every load goes through here (train's `model.base` preflight, merge, eval), so a bad path
+    reads the same everywhere and fails before any work. `~` is expanded: transformers won't.
+    """
+    if not is_local_ref(ref):
+        return str(ref)
+    return str(require_dir(Path(ref).expanduser(), what, "check the path"))
 
 
 def load_tokenizer(ref: str | Path, padding_side: str = "right") -> PreTrainedTokenizerBase:
     """The model's tokenizer with a pad token (Qwen3 ships `<|endoftext|>`; others may not)."""
     from transformers import AutoTokenizer
 
+    ref = check_model_ref(ref)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(ref), padding_side=padding_side)
+        tokenizer = AutoTokenizer.from_pretrained(ref, padding_side=padding_side)
     except (OSError, ValueError) as e:
         raise UserError(f"cannot load tokenizer {ref}: {_first_line(e)}") from e
     if tokenizer.pad_token is None:
@@ -78,11 +109,10 @@ def load_model(
     """
     from transformers import AutoModelForCausalLM
 
-    if isinstance(ref, Path) or str(ref).startswith((".", "/")):
-        require_dir(ref, "model", "check the path")
+    ref = check_model_ref(ref)
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
-        return AutoModelForCausalLM.from_pretrained(str(ref), dtype=dtype, **extra)
+        return AutoModelForCausalLM.from_pretrained(ref, dtype=dtype, **extra)
     except (OSError, ValueError) as e:
         raise UserError(f"cannot load model {ref}: {_first_line(e)}") from e
 

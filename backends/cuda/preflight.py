@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from backends.cuda.grpo import check_batch, check_prompt_field
-from backends.cuda.loading import is_adapter, require_dir, resolve_device
+from backends.cuda.loading import check_model_ref, is_adapter, require_dir, resolve_device
 from backends.cuda.speed import SpeedOptions, check_speed
 from backends.cuda.training import checkpoint_to_resume
 from qmd_ft.backend import TrainRequest
@@ -27,8 +27,7 @@ def check_stage(stage: str, req: TrainRequest, processes: int, sft_pending: bool
     cfg = req.config
     check_speed(SpeedOptions.from_config(cfg), resolve_device(req.device))
     checkpoint_to_resume(req.output_dir, req.resume)
-    if cfg.model.base.startswith((".", "/")):
-        require_dir(cfg.model.base, "model.base", "check the path")
+    check_model_ref(cfg.model.base, "model.base")
     if stage != "grpo":
         return
     check_batch(cfg, processes)
