@@ -17,8 +17,10 @@ from typing import Any
 
 from qmd_ft.evaluation import load_results, run_eval, write_results
 from qmd_ft.pipeline import StageResult, build_pipeline
+from qmd_ft.progress import ProgressFn, counter
 from qmd_ft.publish.registry import EVAL_FILE, LocalRegistry
 from qmd_ft.publish.release import model_files
+from qmd_ft.queries import read_queries
 
 DEMO_CONFIG = Path("configs/demo/pipeline.yaml")
 
@@ -60,6 +62,7 @@ def run_demo(
     on_stage: Callable[[StageResult], None] = lambda _: None,
     fresh: bool = True,
     max_steps: int | None = None,
+    on_progress: ProgressFn | None = None,
 ) -> DemoReport:
     """Build, deploy-untrained, run the pipeline, compare; returns the measured report.
 
@@ -82,10 +85,18 @@ def run_demo(
         base_model=str(base),
         max_steps=max_steps,
         log=log,
+        on_progress=on_progress,
     )
     t0 = time.perf_counter()
+    queries = read_queries(pipe.cfg.eval.queries)
     before = run_eval(
-        str(base), [], Path(pipe.cfg.eval.queries), pipe.cfg.eval, backend=pipe.backend
+        str(base),
+        [],
+        Path(pipe.cfg.eval.queries),
+        pipe.cfg.eval,
+        backend=pipe.backend,
+        on_batch=counter(on_progress, "evaluating the untrained model", len(queries)),
+        queries=queries,
     )
     before_path = out / "eval_before.json"
     write_results(before, before_path)

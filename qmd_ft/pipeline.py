@@ -25,6 +25,7 @@ from qmd_ft.errors import UserError
 from qmd_ft.evaluation import load_results, run_eval, write_results
 from qmd_ft.gate import GateRule, compare
 from qmd_ft.manifest import file_sha256
+from qmd_ft.progress import ProgressFn, counter
 from qmd_ft.publish.registry import Registry, open_registry
 from qmd_ft.publish.release import (
     EvaluateDeployed,
@@ -33,6 +34,7 @@ from qmd_ft.publish.release import (
     harness_evaluator,
     plan_release,
 )
+from qmd_ft.queries import read_queries
 
 STATE_FILE = "pipeline_state.json"
 
@@ -73,6 +75,7 @@ class Pipeline:
     device: str | None = None
     max_steps: int | None = None
     log: Callable[[str], None] = print
+    on_progress: ProgressFn | None = None
     results: dict[str, StageResult] = field(default_factory=dict)
     state: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -206,7 +209,17 @@ class Pipeline:
         inputs = _hash(self.inputs_of("merge"), self.cfg.eval.model_dump(), file_sha256(qfile))
         if hit := self.cached("eval", inputs):
             return hit
-        data = run_eval(merged, [], qfile, self.cfg.eval, backend=self.backend, device=self.device)
+        queries = read_queries(qfile)
+        data = run_eval(
+            merged,
+            [],
+            qfile,
+            self.cfg.eval,
+            backend=self.backend,
+            device=self.device,
+            on_batch=counter(self.on_progress, "evaluating", len(queries)),
+            queries=queries,
+        )
         path = self.out / "eval" / "results.json"
         write_results(data, path)
         return StageResult(
@@ -220,7 +233,7 @@ class Pipeline:
 
     @property
     def evaluator(self) -> EvaluateDeployed:
-        return harness_evaluator(self.backend, self.cfg.eval, self.device)
+        return harness_evaluator(self.backend, self.cfg.eval, self.device, self.on_progress)
 
     def stage_compare(self) -> StageResult:
         cand = load_results(self.results["eval"].artifact)
@@ -266,7 +279,8 @@ class Pipeline:
         if hit := self.cached("gguf", inputs):
             return hit
         out = self.out / "gguf"
-        built = build(Path(merged), out, list(self.cfg.export.quants), self.cfg.export.verify)
+        export = self.cfg.export
+        built = build(Path(merged), out, list(export.quants), export.verify, self.on_progress)
         if built.failed:
             names = ", ".join(f.path.name for f in built.failed)
             raise UserError(f"GGUF verification failed: {names} (see {built.manifest})")
@@ -354,6 +368,7 @@ def build_pipeline(
     max_steps: int | None = None,
     base_model: str | None = None,
     log: Callable[[str], None] = print,
+    on_progress: ProgressFn | None = None,
 ) -> Pipeline:
     """Load the pipeline config and the SFT/GRPO configs it names; wire their paths.
 
@@ -402,4 +417,5 @@ def build_pipeline(
         device=device,
         max_steps=max_steps,
         log=log,
+        on_progress=on_progress,
     )

@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 
 from qmd_ft.pipeline import STATE_FILE, StageResult, build_pipeline, gate_refused
+from qmd_ft.queries import read_queries
 
 ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("trl")
 
 
-def make(tmp: Path, tiny: Path, *extra: str, dry_run: bool = False):
+def make(tmp: Path, tiny: Path, *extra: str, dry_run: bool = False, events=None):
     return build_pipeline(
         ROOT / "configs/demo/pipeline.yaml",
         [
@@ -28,6 +29,7 @@ def make(tmp: Path, tiny: Path, *extra: str, dry_run: bool = False):
         base_model=str(tiny),
         dry_run=dry_run,
         log=lambda _: None,
+        on_progress=None if events is None else lambda *e: events.append(e),
     )
 
 
@@ -41,7 +43,8 @@ def test_pipeline_runs_skips_and_reruns_what_changed(
     tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(ROOT)
-    first = run(make(tmp_path, tiny_model_dir))
+    events: list[tuple[str, int, int]] = []
+    first = run(make(tmp_path, tiny_model_dir, events=events))
     assert list(first) == [
         "prepare",
         "sft",
@@ -56,6 +59,10 @@ def test_pipeline_runs_skips_and_reruns_what_changed(
     assert not any(r.skipped for r in first.values())
     assert first["compare"].key.endswith("first release")
     assert not gate_refused(list(first.values()))
+    # the long stages report progress: every eval query, then each GGUF step
+    n = len(read_queries(ROOT / "evals/queries.txt"))
+    assert ("evaluating", n, n) in events
+    assert any(what.startswith("writing") and done == total > 0 for what, done, total in events)
     reg = tmp_path / "reg" / "local/qmd-query-expansion-tiny"
     assert (reg / "config.json").is_file() and (reg / "eval_results.json").is_file()
     assert any((tmp_path / "reg" / "local/qmd-query-expansion-tiny-gguf").glob("*.gguf"))

@@ -8,15 +8,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from qmd_ft.cli.common import console, err_console, plain, print_json
+from qmd_ft.cli.progress import progress_bars
 from qmd_ft.config import Config, load_config
 from qmd_ft.errors import UserError
 from qmd_ft.evaluation import load_results, run_eval, write_results
 from qmd_ft.gate import GateResult, GateRule, compare, retrieval_reasons
 from qmd_ft.outputs import check_output_file
+from qmd_ft.progress import counter
 from qmd_ft.queries import read_queries
 
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
@@ -26,21 +27,6 @@ SetOpt = Annotated[list[str] | None, typer.Option("--set", help="key.path=value"
 
 def _config(path: Path | None, overrides: list[str] | None) -> Config:
     return load_config(path, overrides) if path or overrides else Config()
-
-
-def _progress(total: int, label: str) -> Progress:
-    progress = Progress(
-        TextColumn(label),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-        # Off a terminal a transient bar leaves only a blank line, e.g. before an error line.
-        disable=not err_console.is_terminal,
-    )
-    progress.add_task(label, total=total)
-    return progress
 
 
 def print_results(data: dict[str, Any], verbose: bool) -> None:
@@ -123,8 +109,7 @@ def eval_(
         return
     qfile = queries or Path(cfg.eval.queries)
     qs = read_queries(qfile)
-    with _progress(len(qs), "generating") as progress:
-        task = progress.tasks[0].id
+    with progress_bars() as on_progress:
         data = run_eval(
             model,
             list(adapter or []),
@@ -132,7 +117,7 @@ def eval_(
             cfg.eval,
             backend=backend,
             device=device,
-            on_batch=lambda n: progress.advance(task, n),
+            on_batch=counter(on_progress, "generating", len(qs)),
             queries=qs,
         )
     if out:
@@ -284,18 +269,19 @@ def publish(
     reg = open_registry(cfg.publish, registry)
     dest = repo or cfg.publish.repo
 
-    plan = plan_release(
-        model,
-        eval_results,
-        reg,
-        dest,
-        _rule(cfg),
-        harness_evaluator(backend, cfg.eval),
-        gguf_dir=gguf,
-        retrieval=retrieval,
-        gguf_repo=cfg.publish.gguf_repo,
-        force_name=force,
-    )
+    with progress_bars() as on_progress:
+        plan = plan_release(
+            model,
+            eval_results,
+            reg,
+            dest,
+            _rule(cfg),
+            harness_evaluator(backend, cfg.eval, on_progress=on_progress),
+            gguf_dir=gguf,
+            retrieval=retrieval,
+            gguf_repo=cfg.publish.gguf_repo,
+            force_name=force,
+        )
     console.print(f"baseline: {plan.baseline_source}")
     if plan.gate:
         print_gate(plan.gate)

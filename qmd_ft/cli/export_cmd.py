@@ -7,30 +7,21 @@ stays fast and works without numpy, gguf or llama-cpp-python installed.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import (
-    BarColumn,
-    Progress,
-    TaskID,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
 
-from qmd_ft.cli.common import console, err_console
+from qmd_ft.cli.common import console
+from qmd_ft.cli.progress import progress_bars
 from qmd_ft.config import ExportConfig
 from qmd_ft.errors import UserError
 from qmd_ft.outputs import check_output_dir
 
 if TYPE_CHECKING:
-    from qmd_ft.gguf.build import EventFn
+    pass
 
 app = typer.Typer(help="Export models for serving.", no_args_is_help=True)
 
@@ -79,7 +70,7 @@ def export_gguf(
         return
     out_dir = check_output_dir(out or Path(ExportConfig().out))
     build_mod, _ = _gguf_modules()
-    with _progress() as on_event:
+    with progress_bars() as on_event:
         result = build_mod.build(model, out_dir, types, verify=not no_verify, on_event=on_event)
 
     table = Table(title=f"GGUF files in {result.out_dir}")
@@ -139,40 +130,6 @@ def _gguf_modules() -> tuple[ModuleType, ModuleType]:
             f"GGUF export needs numpy, gguf and llama-cpp-python ({e}): pip install 'qmd-ft[gguf]'"
         ) from e
     return build, verify
-
-
-class _Steps:
-    """`build`'s progress events as a rich bar: a new description closes the previous bar."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.what: str | None = None
-        self.task: TaskID | None = None
-        self.total = 0
-
-    def __call__(self, what: str, done: int, total: int) -> None:
-        if what != self.what:
-            if self.task is not None:
-                self.progress.update(self.task, completed=self.total)
-            self.what, self.task = what, self.progress.add_task(what, total=total)
-        assert self.task is not None
-        self.total = total
-        self.progress.update(self.task, completed=done, total=total)
-
-
-@contextmanager
-def _progress() -> Iterator[EventFn]:
-    """A progress bar on stderr for `build`; transient, so only the summary table remains."""
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-    )
-    # Off a terminal a transient bar leaves only a blank line, e.g. before an error line.
-    disabled = not err_console.is_terminal
-    with Progress(*columns, console=err_console, transient=True, disable=disabled) as progress:
-        yield _Steps(progress)
 
 
 def _size(n: int) -> str:

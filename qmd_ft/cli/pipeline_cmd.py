@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from qmd_ft.cli.common import console, err_console, plain, print_json
+from qmd_ft.cli.progress import progress_bars
 from qmd_ft.pipeline import StageResult, build_pipeline, gate_refused
 
 
@@ -72,7 +73,9 @@ def pipeline(
         done.append(result)
         _stage_line(result)
 
-    pipe.run(pipe.cfg.pipeline.stages, on_stage)
+    with progress_bars() as on_progress:
+        pipe.on_progress = on_progress
+        pipe.run(pipe.cfg.pipeline.stages, on_stage)
     console.print(_table(done, f"pipeline ({pipe.backend}) → {pipe.out}"))
     if gate_refused(done):
         err_console.print("error: the gate refused the release; nothing was published")
@@ -95,8 +98,15 @@ def demo(
 
     # With --json, stdout holds the JSON alone: the trainers' own log lines go to stderr.
     quiet = contextlib.redirect_stdout(sys.stderr) if json_ else contextlib.nullcontext()
-    with quiet:
-        report = run_demo(out, backend, log=plain, on_stage=_stage_line, max_steps=max_steps)
+    with quiet, progress_bars() as on_progress:
+        report = run_demo(
+            out,
+            backend,
+            log=plain,
+            on_stage=_stage_line,
+            max_steps=max_steps,
+            on_progress=on_progress,
+        )
     if json_:
         print_json(report.to_dict())
         return

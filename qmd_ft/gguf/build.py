@@ -11,7 +11,6 @@ exits non-zero, so the files can still be inspected.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,10 +30,11 @@ from qmd_ft.gguf.verify import (
     verify_file,
 )
 from qmd_ft.manifest import file_sha256, write_manifest
+from qmd_ft.progress import ProgressFn
 
-EventFn = Callable[[str, int, int], None]
-"""Progress: (what is being done, units done, units in all). Writing reports bytes; the other
-steps report (0, 1) when they start, and a new description means the previous step is done."""
+EventFn = ProgressFn
+"""Progress events (qmd_ft.progress): writing reports bytes; the other steps report (0, 1) when
+they start, and a new description means the previous step is done."""
 
 
 @dataclass

@@ -20,6 +20,7 @@ from qmd_ft.errors import UserError
 from qmd_ft.evaluation import load_results, model_hash, run_eval, write_results
 from qmd_ft.gate import GateResult, GateRule, compare, retrieval_reasons
 from qmd_ft.manifest import MANIFEST, origin_model, read_manifest
+from qmd_ft.progress import ProgressFn, counter
 from qmd_ft.publish.card import commit_message, render_card
 from qmd_ft.publish.registry import EVAL_FILE, RETRIEVAL_FILE, Registry, check_repo_name
 
@@ -46,7 +47,12 @@ class ReleasePlan:
         return self.gate is None or self.gate.passed
 
 
-def harness_evaluator(backend: str, gen: EvalConfig, device: str | None = None) -> EvaluateDeployed:
+def harness_evaluator(
+    backend: str,
+    gen: EvalConfig,
+    device: str | None = None,
+    on_progress: ProgressFn | None = None,
+) -> EvaluateDeployed:
     """Evaluate the deployed model exactly as the candidate was: same queries and settings."""
 
     def evaluate(path: Path, candidate: dict[str, Any]) -> dict[str, Any]:
@@ -57,7 +63,16 @@ def harness_evaluator(backend: str, gen: EvalConfig, device: str | None = None) 
                 f"{qfile}: the candidate's queries file is needed to eval the deployed model"
             )
         settings = gen.model_copy(update=prov["generation"])
-        return run_eval(str(path), [], qfile, settings, backend=backend, device=device)
+        total = candidate["summary"]["n"]
+        return run_eval(
+            str(path),
+            [],
+            qfile,
+            settings,
+            backend=backend,
+            device=device,
+            on_batch=counter(on_progress, "evaluating the deployed model", total),
+        )
 
     return evaluate
 
