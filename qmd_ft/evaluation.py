@@ -128,6 +128,8 @@ def load_results(path: str | Path) -> dict[str, Any]:
         raise UserError(f"{p}: cannot read ({e.strerror})") from e
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{p}: not a JSON results file ({e})") from e
+    except RecursionError as e:
+        raise UserError(f"{p}: not a results file (JSON nested too deeply)") from e
     if not isinstance(data, dict) or not isinstance(data.get("results"), list):
         raise UserError(f"{p}: not a qmd-ft results file (no 'results' list)")
     for i, row in enumerate(data["results"]):

@@ -82,6 +82,9 @@ def test_load_results_rejects_non_results(tmp_path: Path) -> None:
     p.write_text('{"a": 1}')
     with pytest.raises(UserError, match="not a qmd-ft results file"):
         load_results(p)
+    p.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(UserError, match="nested too deeply"):
+        load_results(p)
 
 
 def test_gate_passes_clear_improvement(tmp_path: Path) -> None:
