@@ -38,17 +38,54 @@ class ModelConfig(Section):
 
 
 class DatasetConfig(Section):
-    """Where the examples come from and how they are split."""
+    """Where the examples come from and how they are split.
 
-    name: str = Field(default="data/train", description="Prepared dataset dir or hub id.")
+    `text_field` and `split` are QMD's original keys (configs/sft.yaml sets them), kept so
+    that file loads unchanged. Each accepts only the value describing what qmd-ft does, so a
+    config asking for anything else is refused instead of being silently trained otherwise.
+    """
+
+    name: str = Field(
+        default="data/train",
+        description="Prepared dataset directory (qmd-ft data prepare --out DIR); train prepares "
+        "it from data_glob when missing. Not a Hub id: import those with qmd-ft data import-hf.",
+    )
     data_glob: str = "data/*.jsonl"
-    text_field: str = "text"
+    text_field: str = Field(
+        default="text",
+        description="QMD compatibility key, only 'text': training reads the prepared rows' "
+        "prompt and completion, whose concatenation is their `text` field.",
+    )
     prompt_field: str = "messages"
-    split: str = "train"
+    split: str = Field(
+        default="train",
+        description="QMD compatibility key, only 'train': training reads the prepared dir's "
+        "train.jsonl (val.jsonl gives the eval loss).",
+    )
     eval_split: float = Field(default=0.1, ge=0.0, lt=1.0)
     max_samples: int | None = Field(default=None, gt=0)
     seed: int = 42
     evals: str = "evals/queries.txt"
+
+    @field_validator("text_field")
+    @classmethod
+    def _text_field(cls, v: str) -> str:
+        if v != "text":
+            raise ValueError(
+                "QMD compatibility key: qmd-ft trains on the prepared prompt/completion pair "
+                "(its `text` field); only 'text' is accepted"
+            )
+        return v
+
+    @field_validator("split")
+    @classmethod
+    def _split(cls, v: str) -> str:
+        if v != "train":
+            raise ValueError(
+                "QMD compatibility key: training reads the prepared dir's train.jsonl; only "
+                "'train' is accepted (choose the data with dataset.name / data_glob)"
+            )
+        return v
 
 
 class TrainingConfig(Section):

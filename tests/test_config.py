@@ -33,6 +33,19 @@ def test_original_sft_config_values() -> None:
     assert cfg.dataset.eval_split == 0.1
 
 
+def test_qmd_compat_dataset_keys_load_but_refuse_what_is_not_done() -> None:
+    """text_field and split (QMD's sft.yaml sets them) accept only what training does."""
+    cfg = load_config(ROOT / "configs/sft.yaml")
+    assert (cfg.dataset.text_field, cfg.dataset.split) == ("text", "train")
+    fields = type(cfg.dataset).model_fields
+    assert "compatibility" in (fields["text_field"].description or "")
+    assert "compatibility" in (fields["split"].description or "")
+    assert "import-hf" in (fields["name"].description or "")
+    for key, value in (("text_field", "content"), ("split", "validation")):
+        with pytest.raises(UserError, match=rf"dataset\.{key}: .*only '(text|train)' is accepted"):
+            load_config(ROOT / "configs/sft.yaml", [f"dataset.{key}={value}"])
+
+
 def test_original_grpo_config_values() -> None:
     cfg = load_config(ROOT / "configs/grpo.yaml")
     assert cfg.model.sft == "outputs/sft"

@@ -12,13 +12,14 @@ import pytest
 pytest.importorskip("trl")
 
 import torch
-from cuda_support import LORA, log_history, make_config, prepared
+from cuda_support import LORA, log_history, make_config, prepared, write_examples
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from backends.cuda.data import read_split
 from backends.cuda.sft import IGNORE_INDEX, run_sft, tokenize_example, tokenized_dataset
 from qmd_ft.backend import TrainRequest
-from qmd_ft.data.prepare import INFO_FILE, TRAIN_FILE
+from qmd_ft.data.prepare import INFO_FILE, TRAIN_FILE, VAL_FILE
 from qmd_ft.errors import UserError
 from qmd_ft.prompt import IM_END
 
@@ -126,6 +127,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_dry_run_prints_both_configs_and_the_plan_and_starts_nothing(tmp_path: Path) -> None:
+    write_examples(tmp_path / "data" / "examples.jsonl")  # what the plan prepares data/train from
     r = _cli(
         "train", "all", "--dry-run", "--backend", "cuda",
         "--config", str(ROOT / "configs/sft.yaml"),
@@ -138,7 +140,7 @@ def test_dry_run_prints_both_configs_and_the_plan_and_starts_nothing(tmp_path: P
     assert "beta: 0.1" in r.stdout and "sft: runs/a/sft" in r.stdout
     assert "prepare data/train from data/*.jsonl" in r.stdout
     assert "-> runs/a/sft" in r.stdout and "-> runs/a/grpo" in r.stdout
-    assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "data" / "train").exists()
 
 
 def test_config_errors_stop_all_before_sft_trains(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -183,6 +185,38 @@ def test_preflight_names_missing_models_and_unusable_sft(
     with pytest.raises(UserError, match="already holds checkpoint-3: pass --resume"):
         check_stage("sft", TrainRequest(ok, data, tmp_path / "out"), 1, False)
     check_stage("sft", TrainRequest(ok, data, tmp_path / "out", resume=True), 1, False)
+
+
+def test_a_damaged_split_stops_with_file_and_line(tmp_path: Path) -> None:
+    data = prepared(tmp_path)
+    train = data / TRAIN_FILE
+    lines = train.read_text().splitlines()
+    train.write_text("\n".join([lines[0], '{"prompt": "p", "completion": ', *lines[1:]]) + "\n")
+    with pytest.raises(UserError, match=rf"^{train}:2: invalid JSON: .*\(column \d+\);"):
+        read_split(data, TRAIN_FILE)
+    (data / VAL_FILE).write_text('{"prompt": "p"}\n{"completion": "c"}\n')
+    with pytest.raises(UserError, match=r"val.jsonl:1: missing key\(s\) 'completion' \(and 1 more"):
+        read_split(data, VAL_FILE)
+
+
+def test_short_run_manifest_has_train_loss_and_resume_keeps_its_step_total(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    data = prepared(tmp_path)
+    out = tmp_path / "sft"
+    # logging_steps above the run's length: no loss line is logged, only the final summary.
+    cfg = make_config(tiny_model_dir, out, data, training={"logging_steps": 10})
+    run_sft(TrainRequest(cfg, data, out, device="cpu", max_steps=2))
+    assert not any("loss" in e for e in log_history(out))
+    loss = json.loads((out / "manifest.json").read_text())["metrics"]["train_loss"]
+    summary = next(e for e in log_history(out) if "train_loss" in e)  # train()'s TrainOutput
+    assert loss == pytest.approx(summary["train_loss"]) and loss > 0
+
+    # Resuming the finished 2-step run towards 3 steps would start at the schedule's end.
+    assert (out / "checkpoint-2" / "trainer_state.json").is_file()
+    with pytest.raises(UserError, match=r"planned for 2 steps.*--max-steps 2"):
+        run_sft(TrainRequest(cfg, data, out, device="cpu", max_steps=3, resume=True))
+    assert not (out / "checkpoint-3").exists()
 
 
 @pytest.mark.gpu

@@ -154,6 +154,31 @@ def test_resume_continues_to_the_same_weights(
     assert [s for s in steps] == [1, 2, 3, 4, 4]  # four loss records and the final eval
 
 
+def test_a_damaged_split_stops_with_file_and_line(data_dir: Path) -> None:
+    train = data_dir / "train.jsonl"
+    lines = train.read_text().splitlines()
+    lines[2] = json.dumps({"prompt": "p", "text": "t"})
+    train.write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserError, match=rf"^{train}:3: missing key\(s\) 'completion';"):
+        read_split(data_dir, "train")
+    train.write_text("\n".join([*lines[:4], "{oops"]) + "\n")
+    with pytest.raises(UserError, match=rf"^{train}:3: .*\(and 1 more bad line\(s\)\)"):
+        read_split(data_dir, "train")
+
+
+def test_resume_refuses_another_step_total(
+    tiny_model_dir: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    sft(request(tiny_model_dir, data_dir, out, steps=2, save_steps=2))
+    state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state == {"global_step": 2, "max_steps": 2}
+    req = request(tiny_model_dir, data_dir, out, steps=3, save_steps=2)
+    with pytest.raises(UserError, match=r"planned for 2 steps.*--max-steps 2"):
+        sft(TrainRequest(req.config, req.data_dir, out, max_steps=3, resume=True))
+    assert not (out / "checkpoint-3").exists()
+
+
 @pytest.mark.parametrize("kind", ["cosine", "linear", "constant", "constant_with_warmup"])
 def test_lr_schedule_matches_transformers(kind: str) -> None:
     torch = pytest.importorskip("torch")

@@ -15,6 +15,7 @@ from backends.cuda.loading import use_bf16
 from qmd_ft.backend import TrainRequest
 from qmd_ft.errors import UserError
 from qmd_ft.manifest import write_manifest
+from qmd_ft.resume import check_resume_steps
 
 TRAINER_STATE = "trainer_state.json"
 
@@ -84,7 +85,13 @@ def checkpoint_to_resume(out: Path, resume: bool) -> str | None:
 
 
 def announce_start(req: TrainRequest, checkpoint: str | None) -> None:
-    """Say where the run starts when that may surprise: resuming, or `--resume` with nothing."""
+    """Say where the run starts when that may surprise: resuming, or `--resume` with nothing.
+
+    A resume towards another step total than the checkpoint's is refused first (see
+    `qmd_ft.resume`): transformers would run its first step at the rate the checkpoint's
+    optimizer stored, which is 0 at the end of a finished run.
+    """
+    check_resume_steps(checkpoint, req.max_steps or req.config.training.max_steps)
     if checkpoint is not None:
         print(f"resuming from {checkpoint}")
     elif req.resume:
@@ -98,6 +105,19 @@ def last_logged(trainer: Trainer, key: str) -> float | None:
         if isinstance(value, int | float) and math.isfinite(value):
             return float(value)
     return None
+
+
+def with_final_loss(trainer: Trainer, metrics: dict[str, Any]) -> dict[str, Any]:
+    """`metrics` with a missing loss taken from the trainer's own summary of the run.
+
+    The stages report the last logged loss, and the Trainer logs one only every
+    `logging_steps`: a run shorter than that logged none, yet its final log entry (the
+    `TrainOutput` of `train()`) holds `train_loss`, the mean loss of the steps it trained,
+    which is what a log line at the end would have shown.
+    """
+    final = last_logged(trainer, "train_loss")
+    missing = [key for key in ("train_loss", "loss") if key in metrics and metrics[key] is None]
+    return {**metrics, **dict.fromkeys(missing, final)}
 
 
 def finish(
@@ -116,6 +136,7 @@ def finish(
     `save_state` only write on the main process, and so does the manifest here.
     """
     out = req.output_dir
+    metrics = with_final_loss(trainer, metrics)
     trainer.save_model(str(out))
     trainer.save_state()
     if trainer.is_world_process_zero():

@@ -11,38 +11,31 @@ Order is a pure function of (seed, position): epoch e is a permutation drawn fro
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
 import numpy as np
 
-from qmd_ft.data.prepare import INFO_FILE
-from qmd_ft.errors import UserError
+from qmd_ft.data.prepared import SFT_KEYS
+from qmd_ft.data.prepared import data_hash as data_hash  # results.py reads it from here
+from qmd_ft.data.prepared import read_split as _read_split
 
 Example = tuple[list[int], int]
 """Token ids of prompt + completion, and the number of leading prompt tokens."""
 
 
-def read_split(data_dir: Path, split: str, max_samples: int | None = None) -> list[dict[str, Any]]:
-    """The records of `data_dir/{split}.jsonl`, at most `max_samples` of them."""
-    path = data_dir / f"{split}.jsonl"
-    if not path.is_file():
-        raise UserError(f"{path}: not found; run `qmd-ft data prepare --out {data_dir}` first")
-    lines = path.read_text(encoding="utf-8").splitlines()
-    records = [json.loads(line) for line in lines if line.strip()]
-    return records[:max_samples] if max_samples else records
+def read_split(
+    data_dir: Path, split: str, max_samples: int | None = None, require: Sequence[str] = SFT_KEYS
+) -> list[dict[str, Any]]:
+    """The records of `data_dir/{split}.jsonl`, at most `max_samples` of them.
 
-
-def data_hash(data_dir: Path) -> str | None:
-    """The prepared dataset's identity (`inputs_sha256` of dataset_info.json), if recorded."""
-    info = data_dir / INFO_FILE
-    if not info.is_file():
-        return None
-    return json.loads(info.read_text(encoding="utf-8")).get("inputs_sha256")
+    The cuda backend's reader (`qmd_ft.data.prepared.read_split`), so a damaged split gives
+    the same one-line `FILE:LINE: reason` here; a missing val split is empty.
+    """
+    return _read_split(data_dir, f"{split}.jsonl", max_samples, require)
 
 
 def tokenize(tokenizer: Any, records: list[dict[str, Any]], max_length: int) -> list[Example]:

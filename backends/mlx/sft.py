@@ -38,6 +38,7 @@ from backends.mlx.results import finish, last_logged, save_trained
 from qmd_ft.backend import TrainRequest
 from qmd_ft.config import Config
 from qmd_ft.errors import UserError
+from qmd_ft.resume import check_resume_steps, record_planned_steps
 
 
 def completion_loss(
@@ -184,6 +185,7 @@ def sft(req: TrainRequest) -> Path:
     optimizer = make_optimizer(cfg.training, plan.total_steps)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = checkpoints.checkpoint_to_resume(out, req.resume)
+    check_resume_steps(ckpt, plan.total_steps)
     first = checkpoints.load_checkpoint(ckpt, model, optimizer) if ckpt else 0
     checkpoints.trim_jsonl(out / checkpoints.LOG, first)
     batch_size = cfg.training.batch_size
@@ -202,14 +204,17 @@ def sft(req: TrainRequest) -> Path:
         model.train()
         return loss
 
+    def artifact(checkpoint: Path) -> None:
+        """A checkpoint's usable weights, and the total it belongs to (for `--resume`)."""
+        save_trained(model, cfg, src, checkpoint)
+        record_planned_steps(checkpoint, plan.total_steps)
+
     reporter = Reporter(
         plan,
         first,
         out,
         val_loss,
-        lambda step: checkpoints.save_checkpoint(
-            out, step, model, optimizer, lambda d: save_trained(model, cfg, src, d)
-        ),
+        lambda step: checkpoints.save_checkpoint(out, step, model, optimizer, artifact),
     )
     if first < plan.total_steps:
         args = TrainingArgs(

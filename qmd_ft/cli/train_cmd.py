@@ -2,16 +2,25 @@
 
 `all` runs SFT with `--config`, then GRPO with `--grpo-config` on the SFT result: GRPO needs
 its own hyperparameters (QMD's recipe: lr 5e-7, a small LoRA, beta 0.04), so one file cannot
-serve both. Everything that can fail without training (config values, paths, device, batch
-arithmetic, data preparation) is checked for every planned stage before the first one starts.
+serve both. Everything that can fail without training (backend, device, config values, paths,
+batch arithmetic, the data dir and its rows, a resume's step budget, HF Jobs options) is checked
+for every planned stage before the first one starts, and `--dry-run` runs the same checks, so a
+plan it prints is one a real run accepts. Only models are not loaded.
+
+The data dir (`dataset.name`) is prepared here when it has no train split yet, and prepared
+again, from the files and settings its dataset_info.json records, when those files changed
+since: a run never trains on stale data. A `--resume` over changed data is refused instead,
+since the run would continue on other examples than it started with.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shlex
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -21,10 +30,22 @@ import typer
 from qmd_ft.backend import Backend, TrainRequest, get_backend, resolve_name
 from qmd_ft.cli.common import State, console, err_console, plain
 from qmd_ft.config import Config, dump_config, load_config
-from qmd_ft.data.prepare import TRAIN_FILE, DataErrors, prepare
+from qmd_ft.data.prepare import TRAIN_FILE, VAL_FILE, DataErrors, prepare
+from qmd_ft.data.prepared import (
+    SFT_KEYS,
+    Sources,
+    check_dataset_name,
+    read_split,
+    stale_sources,
+)
 from qmd_ft.data.reader import resolve_paths
 from qmd_ft.errors import UserError
+from qmd_ft.jobs.inputs import local_command
 from qmd_ft.manifest import read_manifest
+from qmd_ft.resume import check_resume_steps, latest_checkpoint
+
+TRAINING_BACKENDS = ("cuda", "mlx")
+"""Backends that train; `gguf` (llama-cpp-python) only generates, for eval."""
 
 DEFAULT_CONFIGS = {"sft": Path("configs/sft.yaml"), "grpo": Path("configs/grpo.yaml")}
 
@@ -74,27 +95,111 @@ def needs_prepare(cfg: Config) -> bool:
     return not (Path(cfg.dataset.name) / TRAIN_FILE).is_file()
 
 
+def required_keys(p: Planned) -> tuple[str, ...]:
+    """The keys each row of a stage's split must hold (what its trainer reads)."""
+    if p.stage == "grpo" and p.config.dataset.prompt_field == "messages":
+        return (*SFT_KEYS, "messages")
+    return SFT_KEYS
+
+
+@dataclass
+class DataPlan:
+    """Which data dirs get prepared before training: missing ones, and out-of-date ones."""
+
+    missing: dict[str, Config] = field(default_factory=dict)
+    """Per dir without a train split, the first stage's config (its glob, split and seed)."""
+    stale: dict[str, Sources] = field(default_factory=dict)
+    """Per dir whose recorded input files changed since it was prepared, those inputs."""
+
+
+def plan_data(plans: list[Planned], resume: bool, read_rows: bool) -> DataPlan:
+    """Check every stage's data dir and decide what to prepare; raise on what cannot work.
+
+    `read_rows`: also read each split that is used as it is, so a damaged row stops the run
+    here with its FILE:LINE rather than in a trainer after the models loaded (not for
+    `--hf-jobs`, whose job reads the split itself).
+    """
+    data = DataPlan()
+    for p in plans:
+        ds = p.config.dataset
+        if ds.name in data.missing or ds.name in data.stale:
+            continue  # an earlier stage's settings prepare it
+        if needs_prepare(p.config):
+            resolve_paths([ds.data_glob])  # no matching file: one line, before anything else
+            check_dataset_name(ds.name)
+            data.missing[ds.name] = p.config
+            continue
+        data_dir = Path(ds.name)
+        stale = stale_sources(data_dir)
+        if stale is not None:
+            if resume and latest_checkpoint(Path(p.config.model.output)) is not None:
+                raise UserError(
+                    f"--resume: the files {data_dir} was prepared from changed since "
+                    f"({stale.describe()}), and a resumed run must continue on the data it "
+                    "started with: restore them, or train a new run into another --output"
+                )
+            data.stale[ds.name] = stale
+        elif read_rows:
+            keys = required_keys(p)
+            read_split(data_dir, TRAIN_FILE, require=keys)
+            if p.stage == "sft":
+                read_split(data_dir, VAL_FILE, require=keys)
+    return data
+
+
 def prepare_data(cfg: Config) -> None:
     """Run `data prepare` with the config's glob, eval set, split fraction and seed."""
-    out = Path(cfg.dataset.name)
     evals: Path | None = Path(cfg.dataset.evals)
     if not evals.is_file():
         err_console.print(f"warning: {evals} not found: no eval queries excluded", markup=False)
         evals = None
+    _prepare(
+        resolve_paths([cfg.dataset.data_glob]),
+        Path(cfg.dataset.name),
+        evals,
+        cfg.dataset.eval_split,
+        cfg.dataset.seed,
+        cfg.dataset.data_glob,
+    )
+
+
+def reprepare_data(data_dir: str, sources: Sources) -> None:
+    """Prepare an out-of-date dir again from the files and settings it records.
+
+    The recorded settings (not the config's) are kept, so the result is what the `qmd-ft data
+    prepare` that made the dir gives on today's files.
+    """
+    plain(f"{data_dir}: the files it was prepared from changed ({sources.describe()}); preparing")
+    _prepare(
+        sources.files,
+        Path(data_dir),
+        sources.evals,
+        sources.val_fraction,
+        sources.seed,
+        sources.describe(),
+    )
+
+
+def _prepare(
+    files: list[Path], out: Path, evals: Path | None, val_fraction: float, seed: int, what: str
+) -> None:
+    """`prepare`, with its invalid lines printed as FILE:LINE: reason and one error line."""
     try:
-        result = prepare(
-            resolve_paths([cfg.dataset.data_glob]),
-            out,
-            evals,
-            val_fraction=cfg.dataset.eval_split,
-            seed=cfg.dataset.seed,
-        )
+        result = prepare(files, out, evals, val_fraction=val_fraction, seed=seed)
     except DataErrors as e:
         for problem in e.problems:
             plain(str(problem))
-        raise UserError(f"{len(e.problems)} invalid line(s) in {cfg.dataset.data_glob}") from e
+        raise UserError(f"{len(e.problems)} invalid line(s) in {what}") from e
     c = result.info["counts"]
-    plain(f"prepared {out}: train {c['train']}, val {c['val']} from {cfg.dataset.data_glob}")
+    plain(f"prepared {out}: train {c['train']}, val {c['val']} from {what}")
+
+
+def run_data_plan(data: DataPlan) -> None:
+    """Prepare what `plan_data` found missing or out of date."""
+    for cfg in data.missing.values():
+        prepare_data(cfg)
+    for data_dir, sources in data.stale.items():
+        reprepare_data(data_dir, sources)
 
 
 def describe(p: Planned, backend: str, device: str | None, max_steps: int | None) -> str:
@@ -191,6 +296,11 @@ def train(
 ) -> None:
     """Fine-tune: SFT (LoRA or full), then GRPO on the merged SFT weights.
 
+    Data: dataset.name is the prepared dir; train prepares it from dataset.data_glob when it
+    has no train split, and again (same files and settings) when the files it was prepared from
+    changed since. --dry-run makes every check of a real run and prints the plan.
+    --resume continues the same run: same data, same --max-steps.
+
     Example: qmd-ft train sft --config configs/sft.yaml --backend cuda --device cpu --max-steps 5
     """
     started = time.monotonic()
@@ -203,41 +313,15 @@ def train(
     ]
     plans = plan_stages(stage, config, overrides, grpo_config, grpo_overrides)
     name = resolve_name(backend)
+    if name not in TRAINING_BACKENDS:
+        raise UserError(
+            f"the {name} backend is for inference (eval) only: train with --backend cuda or mlx"
+        )
     if gpus > 1 and name != "cuda":
         raise UserError(f"--gpus needs the cuda backend (got {name})")
-    unprepared: dict[str, Config] = {}  # per data dir, the first stage's settings prepare it
-    for p in plans:
-        if needs_prepare(p.config):
-            unprepared.setdefault(p.config.dataset.name, p.config)
-    if dry_run:
-        for p in plans:
-            console.print(f"# {p.stage}: {p.source}", markup=False)
-            plain(dump_config(p.config).rstrip())
-        console.print("plan:")
-        for cfg in unprepared.values():
-            plain(f"  prepare {cfg.dataset.name} from {cfg.dataset.data_glob}")
-        for p in plans:
-            plain("  " + describe(p, name, device, max_steps))
-        if gpus > 1:
-            plain(f"  launch: accelerate, {gpus} DDP processes")
-        return
     if hf_jobs:
-        if name != "cuda":
-            raise UserError(f"--hf-jobs runs the cuda backend (got {name})")
-        from qmd_ft.cli.jobs_cmd import submit_cli_job
-
-        for cfg in unprepared.values():
-            prepare_data(cfg)  # the job gets the prepared data, not the recipe for it
-        submit_cli_job(
-            sys.argv[1:],
-            plans[0].source,
-            flavor=flavor,
-            timeout=timeout,
-            namespace=namespace,
-            required=[*(p.config.dataset.name for p in plans), *(p.source for p in plans)],
-        )
-        return
-    impl = get_backend(name)
+        _check_job(name, device, flavor, timeout)
+    data = plan_data(plans, resume, read_rows=not hf_jobs)
     requests = [
         TrainRequest(
             config=p.config,
@@ -249,10 +333,33 @@ def train(
         )
         for p in plans
     ]
+    impl = None if hf_jobs else get_backend(name)  # the job installs its own backend
     # Inside a launched process, the world size is what it is (also under a manual launch).
     _preflight(impl, plans, requests, int(os.environ.get("WORLD_SIZE", gpus)))
-    for cfg in unprepared.values():
-        prepare_data(cfg)
+    if dry_run:
+        _print_plan(plans, data, name, device, max_steps, gpus)
+        if hf_jobs:
+            job = [a for a in local_command(sys.argv[1:]) if a != "--dry-run"]
+            where = f", namespace {namespace}" if namespace else ""
+            plain(
+                f"  run on HF Jobs ({flavor}, timeout {timeout}{where}): qmd-ft {shlex.join(job)}"
+            )
+        return
+    if hf_jobs:
+        from qmd_ft.cli.jobs_cmd import submit_cli_job
+
+        run_data_plan(data)  # the job gets the prepared data, not the recipe for it
+        submit_cli_job(
+            sys.argv[1:],
+            plans[0].source,
+            flavor=flavor,
+            timeout=timeout,
+            namespace=namespace,
+            required=[*(p.config.dataset.name for p in plans), *(p.source for p in plans)],
+        )
+        return
+    assert impl is not None
+    run_data_plan(data)
     if gpus > 1:
         from backends.cuda import launch
 
@@ -267,15 +374,95 @@ def train(
     _say(summary(results, time.monotonic() - started))
 
 
-def _preflight(
-    impl: Backend, plans: list[Planned], requests: list[TrainRequest], processes: int
+def _print_plan(
+    plans: list[Planned],
+    data: DataPlan,
+    backend: str,
+    device: str | None,
+    max_steps: int | None,
+    gpus: int,
 ) -> None:
-    """Backend checks for every stage before any of them trains (when the backend has them)."""
+    """`--dry-run`'s output: each resolved config, then what would run, in order."""
+    for p in plans:
+        console.print(f"# {p.stage}: {p.source}", markup=False)
+        plain(dump_config(p.config).rstrip())
+    console.print("plan:")
+    for cfg in data.missing.values():
+        plain(f"  prepare {cfg.dataset.name} from {cfg.dataset.data_glob}")
+    for data_dir, sources in data.stale.items():
+        plain(f"  prepare {data_dir} again: the files it was prepared from changed since")
+        plain(f"    ({sources.describe()})")
+    for p in plans:
+        plain("  " + describe(p, backend, device, max_steps))
+    if gpus > 1:
+        plain(f"  launch: accelerate, {gpus} DDP processes")
+
+
+def _check_job(backend: str, device: str | None, flavor: str, timeout: str) -> None:
+    """`--hf-jobs` options, checked before anything is prepared, uploaded or submitted.
+
+    The device is only checked for its name: the job's machine, not this one, runs it.
+    """
+    from qmd_ft.jobs.submit import check_flavor, check_timeout
+
+    if importlib.util.find_spec("huggingface_hub") is None:
+        raise UserError("--hf-jobs needs huggingface_hub: pip install 'qmd-ft[hub]'")
+    if backend != "cuda":
+        raise UserError(f"--hf-jobs runs the cuda backend (got {backend})")
+    if device not in (None, "cpu", "cuda"):
+        raise UserError(f"--device {device}: choose cpu or cuda")
+    check_flavor(flavor)
+    check_timeout(timeout)
+
+
+def _preflight(
+    impl: Backend | None, plans: list[Planned], requests: list[TrainRequest], processes: int
+) -> None:
+    """Checks of every stage before any of them trains, the backend's own when it has them.
+
+    `impl` None (`--hf-jobs`) keeps to what holds on any machine: local model paths and the
+    step budget of a resume.
+    """
     check = getattr(impl, "check", None)
-    if check is None:
-        return
     for i, (p, req) in enumerate(zip(plans, requests, strict=True)):
-        check(p.stage, req, processes=processes, sft_pending=i > 0)
+        if check is not None:  # the cuda backend's
+            check(p.stage, req, processes=processes, sft_pending=i > 0)
+        else:
+            _check_local_base(p.config.model.base)
+            if impl is not None and impl.name == "mlx":
+                _check_mlx(p, req)
+        if req.resume:
+            budget = req.max_steps or p.config.training.max_steps
+            check_resume_steps(latest_checkpoint(req.output_dir), budget)
+
+
+def _check_local_base(base: str) -> None:
+    """A `model.base` written as a path (not an `owner/name` hub id) must be a directory."""
+    local = base.startswith(("/", "./", "../", "~")) or base.count("/") > 1
+    if local and not Path(base).expanduser().is_dir():
+        raise UserError(f"model.base {base}: not found; check the path")
+
+
+def _check_mlx(p: Planned, req: TrainRequest) -> None:
+    """What the mlx stages would refuse after loading their models: device, reused output,
+    GRPO's batch arithmetic (the cuda backend's `check` covers the same for cuda)."""
+    from backends.mlx.models import use_device
+
+    use_device(req.device)
+    last = latest_checkpoint(req.output_dir)
+    if last is not None and not req.resume:
+        raise UserError(
+            f"{req.output_dir} already holds {last.name}: pass --resume to continue that run, "
+            "or choose another --output"
+        )
+    t, n = p.config.training, p.config.grpo.num_generations
+    per_step = t.batch_size * t.gradient_accumulation_steps
+    if p.stage == "grpo" and per_step % n:
+        raise UserError(
+            f"training.batch_size ({t.batch_size}) x gradient_accumulation_steps "
+            f"({t.gradient_accumulation_steps}) = {per_step} completions per step must be a "
+            f"multiple of grpo.num_generations ({n})"
+        )
 
 
 def _say(text: str) -> None:

@@ -1,0 +1,70 @@
+"""What `--resume` must keep: the number of steps the run was planned for.
+
+Both backends schedule the learning rate over the run's total steps, and a checkpoint carries
+the optimizer as that schedule left it. Resuming under another total cannot continue either
+schedule: on the cuda backend the first resumed step even runs at the rate the checkpoint
+stored (0 at the end of a finished cosine or linear run), so "train 4 more steps" would take
+one step that changes nothing and then jump to a rate the new schedule reached elsewhere. A
+changed step budget is therefore refused with the way out, rather than trained wrongly.
+
+Checkpoints of both backends are `OUT/checkpoint-N/` with `trainer_state.json`, whose
+`max_steps` is the planned total (transformers writes it; the mlx backend records it too).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from qmd_ft.errors import UserError
+
+PREFIX = "checkpoint-"
+STATE = "trainer_state.json"
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    """The complete checkpoint (one with its trainer_state.json) with the highest step."""
+    if not out.is_dir():
+        return None
+    found = [
+        (int(p.name[len(PREFIX) :]), p)
+        for p in out.glob(f"{PREFIX}*")
+        if p.name[len(PREFIX) :].isdigit() and (p / STATE).is_file()
+    ]
+    return max(found)[1] if found else None
+
+
+def planned_steps(checkpoint: Path) -> int | None:
+    """The total steps the checkpoint's run was planned for, when its state records it."""
+    try:
+        state = json.loads((checkpoint / STATE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    steps = state.get("max_steps") if isinstance(state, dict) else None
+    return steps if isinstance(steps, int) and steps > 0 else None
+
+
+def record_planned_steps(checkpoint: Path, total: int) -> None:
+    """Add `max_steps` to a checkpoint's trainer_state.json (as transformers writes it)."""
+    path = checkpoint / STATE
+    state = json.loads(path.read_text(encoding="utf-8"))
+    state["max_steps"] = total
+    path.write_text(json.dumps(state) + "\n", encoding="utf-8")
+
+
+def check_resume_steps(checkpoint: Path | str | None, max_steps: int | None) -> None:
+    """Refuse to resume `checkpoint` towards another total than the one it was planned for.
+
+    `max_steps` None (a budget the trainer computes from epochs) cannot be compared here and
+    passes; so does a checkpoint that records no total.
+    """
+    if checkpoint is None or max_steps is None:
+        return
+    planned = planned_steps(Path(checkpoint))
+    if planned is None or planned == max_steps:
+        return
+    raise UserError(
+        f"--resume with max_steps {max_steps}: {checkpoint} belongs to a run planned for "
+        f"{planned} steps, and its learning-rate schedule cannot be stretched or cut; resume "
+        f"with --max-steps {planned}, or train {max_steps} steps into another --output"
+    )
