@@ -154,3 +154,45 @@ def test_eval_and_merge_name_a_missing_or_non_model_path(tmp_path: Path) -> None
             assert r.stderr.startswith(f"error: model {model}: {why}"), r.stderr
             assert len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_grpo_starts_from_base_plus_model_adapters(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """`model.adapters` are stacked on the base for SFT and GRPO, as the mlx backend does."""
+    from backends.cuda.grpo import load_policy
+    from backends.cuda.loading import load_merged
+    from qmd_ft.config import load_config
+
+    extra = _random_adapter(tiny_model_dir, tmp_path / "extra", 3, ["q_proj", "o_proj"])
+    sft = _random_adapter(tiny_model_dir, tmp_path / "sft", 4, ["v_proj"])
+    cfg = load_config(
+        None,
+        {
+            "model": {"base": str(tiny_model_dir), "adapters": [str(extra)], "sft": str(sft)},
+            "lora": {"rank": 4, "target_modules": ["q_proj", "v_proj"]},
+        },
+    )
+    policy, parents = load_policy(cfg, torch.float32)
+    assert parents == [str(tiny_model_dir), str(extra), str(sft)]
+    want = load_merged(str(tiny_model_dir), [str(extra), str(sft)], torch.float32).state_dict()
+    plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+    got = policy.state_dict()
+    name = "model.layers.0.self_attn.o_proj.weight"  # only the extra adapter touches o_proj
+    assert not torch.equal(got[name], plain[name])
+    assert all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_sft_trains_on_base_plus_model_adapters(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from cuda_support import make_config, prepared
+
+    from backends.cuda.loading import load_merged
+    from backends.cuda.sft import build_sft
+    from qmd_ft.backend import TrainRequest
+
+    extra = _random_adapter(tiny_model_dir, tmp_path / "extra", 3, ["q_proj", "o_proj"])
+    data = prepared(tmp_path)
+    cfg = make_config(tiny_model_dir, tmp_path / "sft", data, lora=None)
+    cfg.model.adapters = [str(extra)]
+    trainer = build_sft(TrainRequest(cfg, data, tmp_path / "sft", device="cpu")).trainer
+    want = load_merged(str(tiny_model_dir), [str(extra)], torch.float32).state_dict()
+    got = trainer.model.state_dict()
+    assert all(torch.equal(got[k], want[k]) for k in want)

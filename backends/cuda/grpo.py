@@ -89,22 +89,24 @@ def check_prompt_field(cfg: Config) -> str:
 def load_policy(cfg: Config, dtype: torch.dtype) -> tuple[PreTrainedModel, list[str]]:
     """The model GRPO starts from, and the artifacts it came from (for the manifest).
 
-    `model.sft` may be a PEFT adapter (merged into `model.base` here) or a full model directory
-    (used as it is); without it GRPO starts from the base. Full-parameter GRPO (no lora section)
+    `model.adapters` are merged into `model.base` first, then `model.sft` when it is a PEFT
+    adapter; a full SFT model directory is used as it is (it was trained on that stack);
+    without it GRPO starts from the base plus adapters. Full-parameter GRPO (no lora section)
     builds its reference model from the policy's path, so it needs the SFT weights on disk.
     """
     base, sft = cfg.model.base, cfg.model.sft
-    if sft is None:
-        return load_model(base, dtype), [base]
-    require_dir(sft, "model.sft", "train SFT first (qmd-ft train sft) or --set model.sft=DIR")
-    if not is_adapter(sft):
-        return load_model(Path(sft), dtype), [sft]
-    if cfg.lora is None:
+    stack = list(cfg.model.adapters)  # stacked on the base before SFT, as the mlx backend does
+    if sft is not None:
+        require_dir(sft, "model.sft", "train SFT first (qmd-ft train sft) or --set model.sft=DIR")
+        if not is_adapter(sft):
+            return load_model(Path(sft), dtype), [sft]
+        stack.append(sft)
+    if stack and cfg.lora is None:
         raise UserError(
-            f"model.sft {sft} is an adapter, but full-parameter GRPO (no lora section) needs a "
+            f"adapters {stack} on the base, but full-parameter GRPO (no lora section) needs a "
             "merged model: run qmd-ft merge first and point model.sft at its output"
         )
-    return load_merged(base, [sft], dtype), [base, sft]
+    return load_merged(base, stack, dtype), [base, *stack]
 
 
 def prompt_dataset(

@@ -129,13 +129,18 @@ def merge_adapters(model: PreTrainedModel, adapters: list[str]) -> PreTrainedMod
     return model
 
 
-def load_merged(base: str, adapters: list[str], dtype: torch.dtype) -> PreTrainedModel:
+def load_merged(
+    base: str,
+    adapters: list[str],
+    dtype: torch.dtype,
+    attn_implementation: str | None = None,
+) -> PreTrainedModel:
     """Base weights with the adapters merged in, as one plain transformers model in `dtype`.
 
     Merging happens in fp32 and the sum is rounded once: adding a LoRA delta to bf16 weights
     computes and rounds it against weights a thousand times larger, losing much of it.
     """
-    model = load_model(base, torch.float32 if adapters else dtype)
+    model = load_model(base, torch.float32 if adapters else dtype, attn_implementation)
     return merge_adapters(model, adapters).to(dtype)
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from backends.cuda.data import data_hash, read_split
-from backends.cuda.loading import load_model, load_tokenizer, peft_lora, resolve_device, use_bf16
+from backends.cuda.loading import load_merged, load_tokenizer, peft_lora, resolve_device, use_bf16
 from backends.cuda.speed import (
     SpeedOptions,
     attn_implementation,
@@ -147,7 +147,9 @@ def build_sft(
     # weights and lets bf16 autocast do the compute, since bf16 weights lose small updates.
     bf16_base = cfg.lora is not None and use_bf16(device)
     dtype = torch.bfloat16 if bf16_base else torch.float32
-    model = load_model(cfg.model.base, dtype, attn_implementation(speed, device))
+    # `model.adapters` are stacked on the base first (merged), as the mlx backend does.
+    attn = attn_implementation(speed, device)
+    model = load_merged(cfg.model.base, cfg.model.adapters, dtype, attn)
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -181,6 +183,6 @@ def run_sft(
         req,
         "sft-adapter" if cfg.lora is not None else "sft-model",
         data_sha256=data_hash(req.data_dir),
-        parents=[cfg.model.base],
+        parents=[cfg.model.base, *cfg.model.adapters],
         metrics=metrics,
     )
