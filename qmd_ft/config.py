@@ -65,7 +65,10 @@ class DatasetConfig(Section):
     eval_split: float = Field(default=0.1, ge=0.0, lt=1.0)
     max_samples: int | None = Field(default=None, gt=0)
     seed: int = 42
-    evals: str = "evals/queries.txt"
+    evals: str | None = Field(
+        default="evals/queries.txt",
+        description="Eval queries kept out of the training split; null: no eval set.",
+    )
 
     @field_validator("text_field")
     @classmethod

@@ -194,3 +194,14 @@ def test_resume_towards_another_step_total_is_refused(project: Path) -> None:
     r = cli("sft", "--dry-run", "--resume", "--max-steps", "7", cwd=project)
     one_line_error(r, "planned for 6 steps", "--max-steps 6")
     assert cli("sft", "--dry-run", "--resume", "--max-steps", "6", cwd=project).returncode == 0
+
+
+def test_auto_prepare_refuses_a_missing_eval_set(project: Path) -> None:
+    """As `data prepare`: eval queries that cannot be kept out of training are an error, and
+    dataset.evals=null is the explicit way to train without an eval set."""
+    (project / "evals" / "queries.txt").unlink()
+    args = ["sft", "--config", "configs/sft.yaml", "--device", "cpu", "--dry-run"]
+    one_line_error(cli(*args, cwd=project), "dataset.evals evals/queries.txt: not found")
+    ok = cli(*args, "--set", "dataset.evals=null", cwd=project)
+    assert ok.returncode == 0, ok.stderr
+    assert not (project / "data" / "train").exists()  # a dry run prepares nothing

@@ -28,7 +28,7 @@ from typing import Annotated
 import typer
 
 from qmd_ft.backend import Backend, TrainRequest, get_backend, resolve_name
-from qmd_ft.cli.common import State, console, err_console, plain
+from qmd_ft.cli.common import State, console, plain
 from qmd_ft.config import Config, dump_config, load_config
 from qmd_ft.data.prepare import TRAIN_FILE, VAL_FILE, DataErrors, prepare
 from qmd_ft.data.prepared import (
@@ -127,6 +127,7 @@ def plan_data(plans: list[Planned], resume: bool, read_rows: bool) -> DataPlan:
         if needs_prepare(p.config):
             resolve_paths([ds.data_glob])  # no matching file: one line, before anything else
             check_dataset_name(ds.name)
+            eval_set(p.config)
             data.missing[ds.name] = p.config
             continue
         data_dir = Path(ds.name)
@@ -147,16 +148,29 @@ def plan_data(plans: list[Planned], resume: bool, read_rows: bool) -> DataPlan:
     return data
 
 
+def eval_set(cfg: Config) -> Path | None:
+    """The eval queries file that preparing must keep out of training (None: no eval set).
+
+    A missing file is an error, as in `data prepare`: training on the eval queries would make
+    every later eval a lie.
+    """
+    if cfg.dataset.evals is None:
+        return None
+    evals = Path(cfg.dataset.evals)
+    if not evals.is_file():
+        raise UserError(
+            f"dataset.evals {evals}: not found, so its queries cannot be kept out of training; "
+            "create it, or --set dataset.evals=null to train without an eval set"
+        )
+    return evals
+
+
 def prepare_data(cfg: Config) -> None:
     """Run `data prepare` with the config's glob, eval set, split fraction and seed."""
-    evals: Path | None = Path(cfg.dataset.evals)
-    if not evals.is_file():
-        err_console.print(f"warning: {evals} not found: no eval queries excluded", markup=False)
-        evals = None
     _prepare(
         resolve_paths([cfg.dataset.data_glob]),
         Path(cfg.dataset.name),
-        evals,
+        eval_set(cfg),
         cfg.dataset.eval_split,
         cfg.dataset.seed,
         cfg.dataset.data_glob,
