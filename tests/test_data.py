@@ -40,6 +40,12 @@ def messages(path: Path) -> list[str]:
         ({"input": "q", "output": "lex: a b"}, "no vec: line"),
         ({"input": "q", "output": "hyde: x\nhyde: y\nlex: a\nvec: b c"}, "2 hyde: lines"),
         ({"input": "q /only:vec", "output": "lex: a b"}, "/only:vec query has no vec: line"),
+        (
+            {"input": "q /only:lex", "output": "lex: a b\nvec: c d e\nhyde: f"},
+            "/only:lex query has hyde:, vec: line(s); answer with lex: only",
+        ),
+        ({"input": "q /only:vecs", "output": FULL}, "query ends in '/only:vecs'"),
+        ({"input": "q /ONLY:", "output": FULL}, "query ends in '/ONLY:'"),
         ({"input": "q", "output": "lex:\nvec: a b"}, "empty lex: line"),
         ({"input": "q", "output": 5}, "must be a string or a list"),
         ([1, 2], "expected a JSON object, got array"),

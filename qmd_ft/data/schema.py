@@ -7,6 +7,7 @@ An example is a query and typed output lines. Two on-disk forms are accepted:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,9 @@ from qmd_ft.prompt import OUTPUT_ORDER, format_output
 from qmd_ft.reward import parse_only_mode
 
 LINE_TYPES = OUTPUT_ORDER
+ONLY_TYPO = re.compile(r"\s/only:\S*\s*$", re.IGNORECASE)
+"""A query ending in `/only:` plus something other than lex/vec/hyde (checked after the real
+only-mode parse failed): the rubric would score it as an ordinary query, silently."""
 
 
 class SchemaError(ValueError):
@@ -126,6 +130,13 @@ def parse_record(obj: Any) -> Example:
     if only is not None:
         if only not in kinds:
             raise SchemaError(f"/only:{only} query has no {only}: line")
+        others = sorted({k for k in kinds if k != only})
+        if others:
+            # The rubric takes 10 points per unwanted line: such a target teaches the penalty.
+            found = ", ".join(f"{k}:" for k in others)
+            raise SchemaError(f"/only:{only} query has {found} line(s); answer with {only}: only")
+    elif typo := ONLY_TYPO.search(example.query):
+        raise SchemaError(f"query ends in {typo.group().strip()!r}: /only: takes lex, vec or hyde")
     else:
         missing = [k for k in ("lex", "vec") if k not in kinds]
         if missing:
