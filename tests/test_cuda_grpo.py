@@ -91,7 +91,8 @@ def test_train_all_chains_sft_adapter_into_grpo_with_chat_prompts(
     sft = tmp_path / "sft.yaml"
     sft.write_text(
         f"model: {{base: {tiny_model_dir}, output: {tmp_path / 'run' / 'sft'}}}\n"
-        f"dataset: {{name: {tmp_path / 'data'}, data_glob: {examples}, eval_split: 0.25}}\n"
+        f"dataset: {{name: {tmp_path / 'data'}, data_glob: {examples}, eval_split: 0.25, "
+        "evals: null}\n"
         "training: {batch_size: 4, logging_steps: 1}\n"
         "lora: {rank: 4, alpha: 8}\n"
     )

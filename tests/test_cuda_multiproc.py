@@ -29,7 +29,8 @@ def test_train_all_on_two_cpu_processes(tiny_model_dir: Path, tmp_path: Path) ->
     config = tmp_path / "sft.yaml"
     config.write_text(
         f"model: {{base: {tiny_model_dir}, output: {tmp_path / 'run' / 'sft'}}}\n"
-        f"dataset: {{name: {tmp_path / 'data'}, data_glob: {examples}, eval_split: 0.25}}\n"
+        f"dataset: {{name: {tmp_path / 'data'}, data_glob: {examples}, eval_split: 0.25, "
+        "evals: null}\n"
         "training: {batch_size: 2, logging_steps: 1}\n"
         "lora: {rank: 4, alpha: 8}\n"
     )

@@ -128,6 +128,8 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def test_dry_run_prints_both_configs_and_the_plan_and_starts_nothing(tmp_path: Path) -> None:
     write_examples(tmp_path / "data" / "examples.jsonl")  # what the plan prepares data/train from
+    (tmp_path / "evals").mkdir()
+    (tmp_path / "evals" / "queries.txt").write_text("# T\nrust async\n")  # kept out of it
     r = _cli(
         "train", "all", "--dry-run", "--backend", "cuda",
         "--config", str(ROOT / "configs/sft.yaml"),
