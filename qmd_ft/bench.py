@@ -94,6 +94,11 @@ class BenchPlan:
     seed: int = 0
     speed: dict[str, Any] = field(default_factory=dict)
 
+    def lengths(self) -> dict[str, int]:
+        """The step counts and lengths a result's `setup` records (same keys on every backend)."""
+        keys = ("sft_steps", "grpo_steps", "warmup", "gen_tokens", "gen_batch")
+        return {k: getattr(self, k) for k in (*keys, "completions_per_step")}
+
     def check(self) -> None:
         """Refuse plans that cannot give a number (unknown shape or part, too few steps)."""
         if self.shape not in SHAPES:

@@ -87,12 +87,7 @@ def measure(plan: BenchPlan) -> dict[str, Any]:
             "mlx": mx.__version__,
             "mlx_lm": mlx_lm.__version__,
             "transformers": transformers.__version__,
-            "sft_steps": plan.sft_steps,
-            "grpo_steps": plan.grpo_steps,
-            "warmup": plan.warmup,
-            "gen_tokens": plan.gen_tokens,
-            "gen_batch": plan.gen_batch,
-            "completions_per_step": plan.completions_per_step,
+            **plan.lengths(),
         }
         result: dict[str, Any] = {
             "setup": setup,
