@@ -74,3 +74,30 @@ def test_killed_sft_resumes_to_the_same_step_and_weights(
     a = load_file(whole / "adapter_model.safetensors")
     b = load_file(cut / "adapter_model.safetensors")
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+
+
+def test_resume_without_the_runs_step_budget_is_refused(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """A run planned for --max-steps 2, resumed without it (the budget then comes from the
+    epochs): the schedule cannot be stretched, so the first resumed step never runs."""
+    from qmd_ft.errors import UserError
+
+    data = prepared(tmp_path)
+    cfg = load_config(
+        None,
+        {
+            "model": {"base": str(tiny_model_dir)},
+            "dataset": {"name": str(data)},
+            "training": {"batch_size": 2, "save_steps": 1, "logging_steps": 1},
+            "lora": {"rank": 4, "alpha": 8},
+        },
+    )
+    out = tmp_path / "run"
+    run_sft(TrainRequest(cfg, data, out, device="cpu", max_steps=2))
+    before = load_file(out / "checkpoint-2" / "adapter_model.safetensors")
+    with pytest.raises(UserError, match="planned for 2 steps"):
+        run_sft(TrainRequest(cfg, data, out, device="cpu", resume=True))
+    assert not (out / "checkpoint-3").exists()
+    after = load_file(out / "checkpoint-2" / "adapter_model.safetensors")
+    assert all((before[k] == after[k]).all() for k in before)

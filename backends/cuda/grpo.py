@@ -40,6 +40,7 @@ from backends.cuda.training import (
     announce_start,
     checkpoint_to_resume,
     finish,
+    guard_resume,
     last_logged,
     trainer_kwargs,
 )
@@ -289,6 +290,7 @@ def run_grpo(
     run = build_grpo(req, speed, callbacks)
     trainer = run.trainer
     announce_start(req, checkpoint)
+    guard_resume(trainer, checkpoint)
     trainer.train(resume_from_checkpoint=checkpoint)
     metrics = {
         key: last_logged(trainer, key)

@@ -29,6 +29,7 @@ from backends.cuda.training import (
     announce_start,
     checkpoint_to_resume,
     finish,
+    guard_resume,
     last_logged,
     trainer_kwargs,
 )
@@ -172,6 +173,7 @@ def run_sft(
     run = build_sft(req, speed, callbacks)
     trainer = run.trainer
     announce_start(req, checkpoint)
+    guard_resume(trainer, checkpoint)
     trainer.train(resume_from_checkpoint=checkpoint)
     metrics: dict[str, Any] = {"train_loss": last_logged(trainer, "loss")}
     if run.evaluate:

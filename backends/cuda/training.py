@@ -98,6 +98,22 @@ def announce_start(req: TrainRequest, checkpoint: str | None) -> None:
         print(f"--resume: no checkpoint in {req.output_dir} yet; starting from step 0")
 
 
+def guard_resume(trainer: Trainer, checkpoint: str | None) -> None:
+    """Refuse, before the first resumed step, a total that differs from the checkpoint's.
+
+    `announce_start` can only compare an explicit `--max-steps`; a budget the trainer works out
+    from epochs is known once `train()` set it up, which is when this callback looks.
+    """
+    from transformers import TrainerCallback
+
+    class ResumeGuard(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+            check_resume_steps(checkpoint, state.max_steps)
+
+    if checkpoint is not None:
+        trainer.add_callback(ResumeGuard())
+
+
 def last_logged(trainer: Trainer, key: str) -> float | None:
     """The most recent value of a logged metric (e.g. the last training loss)."""
     for entry in reversed(trainer.state.log_history):
