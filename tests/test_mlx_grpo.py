@@ -395,6 +395,9 @@ def test_grpo_resume_equals_uninterrupted_run(lex_setup: tuple[Path, Path], tmp_
                 shutil.rmtree(path)
             else:
                 path.unlink()
+    # Its schedule was planned for 3 steps: resuming towards another total is refused.
+    with pytest.raises(UserError, match="planned for 3 steps"):
+        grpo(grpo_request(model, data, cut, steps=4, resume=True))
     grpo(grpo_request(model, data, cut, steps=3, resume=True))
 
     a = mx.load(str(whole / "adapter_model.safetensors"))

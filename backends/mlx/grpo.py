@@ -54,6 +54,7 @@ from backends.mlx.results import finish, last_logged, save_trained
 from qmd_ft.backend import TrainRequest
 from qmd_ft.config import Config, GrpoConfig
 from qmd_ft.errors import UserError
+from qmd_ft.resume import check_resume_steps, record_planned_steps
 from qmd_ft.reward import query_from_prompt, reward
 
 COMPLETIONS = "completions.jsonl"
@@ -407,8 +408,13 @@ class Run:
                 step,
                 self.policy,
                 self.optimizer,
-                lambda d: save_trained(self.policy, self.cfg, self.src, d),
+                self.artifact,
             )
+
+    def artifact(self, checkpoint: Path) -> None:
+        """A checkpoint's usable weights, and the total it belongs to (for `--resume`)."""
+        save_trained(self.policy, self.cfg, self.src, checkpoint)
+        record_planned_steps(checkpoint, self.plan.total_steps)
 
 
 def grpo(req: TrainRequest) -> Path:
@@ -423,6 +429,7 @@ def grpo(req: TrainRequest) -> Path:
     run = Run(cfg, out, policy, src, make_optimizer(cfg.training, plan.total_steps), plan)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = checkpoints.checkpoint_to_resume(out, req.resume)
+    check_resume_steps(ckpt, plan.total_steps)
     step = checkpoints.load_checkpoint(ckpt, policy, run.optimizer) if ckpt else 0
     for name in (checkpoints.LOG, COMPLETIONS):
         checkpoints.trim_jsonl(out / name, step)
