@@ -123,7 +123,8 @@ def test_cut_at_stop() -> None:
 
 
 def test_local_model_refs_are_told_from_hub_ids(tmp_path: Path, monkeypatch) -> None:
-    from backends.cuda.loading import check_model_ref, is_local_ref
+    from backends.cuda.loading import check_model_ref
+    from qmd_ft.model_ref import is_local_ref
 
     monkeypatch.chdir(tmp_path)
     for ref in ("/abs", "./rel", "../up", "~/m", ".", "a/b/c"):

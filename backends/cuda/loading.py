@@ -13,6 +13,7 @@ import torch
 
 from qmd_ft.config import LoraConfig
 from qmd_ft.errors import UserError
+from qmd_ft.model_ref import is_local_ref
 from qmd_ft.prompt import IM_END
 
 if TYPE_CHECKING:
@@ -55,23 +56,6 @@ def require_dir(path: str | Path, what: str, hint: str) -> Path:
     if not (p / "config.json").is_file() and not is_adapter(p):
         raise UserError(f"{what} {p}: not a model directory (no config.json or {ADAPTER_CONFIG})")
     return p
-
-
-def is_local_ref(ref: str | Path) -> bool:
-    """True when a model ref names a local path rather than a hub id (`name`, `owner/name`).
-
-    Absolute, `./`, `../` and `~` refs, refs with more than one slash, and anything that exists
-    on disk are paths. A missing one passed on to transformers is read as a hub id and answered
-    with "Repo id must use alphanumeric chars…", which hides the typo.
-    """
-    if isinstance(ref, Path):
-        return True
-    return (
-        ref.startswith(("/", "./", "../", "~"))
-        or ref in (".", "..")
-        or ref.count("/") > 1
-        or Path(ref).exists()
-    )
 
 
 def check_model_ref(ref: str | Path, what: str = "model") -> str:

@@ -35,6 +35,15 @@ class MlxBackend:
             return False, f"missing {', '.join(missing)}: pip install 'qmd-ft[mlx]' ({extra})"
         return True, ""
 
+    def check(
+        self, stage: str, req: TrainRequest, processes: int = 1, sft_pending: bool = False
+    ) -> None:
+        """Fail fast on a planned stage's model path, device, output dir and batch (one
+        process; `sft_pending` needs no check here: the mlx stages load model.sft themselves)."""
+        from backends.mlx.preflight import check_stage
+
+        check_stage(stage, req)
+
     def sft(self, req: TrainRequest) -> Path:
         """mlx-lm tuner SFT, completion-only loss; PEFT adapter or full model in the output."""
         from backends.mlx.sft import sft

@@ -15,7 +15,6 @@ lines after the checkpoint so the log reads as one run.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -27,13 +26,11 @@ import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_unflatten
 
 from qmd_ft.errors import UserError
+from qmd_ft.resume import PREFIX, STATE, latest_checkpoint
 
-PREFIX = "checkpoint-"
-STATE = "trainer_state.json"
 WEIGHTS = "trainable.safetensors"
 OPTIMIZER = "optimizer.safetensors"
 LOG = "log.jsonl"
-_NAME = re.compile(rf"^{PREFIX}(\d+)$")
 
 
 def save_checkpoint(
@@ -57,23 +54,13 @@ def save_checkpoint(
     return final
 
 
-def latest_checkpoint(out_dir: Path) -> Path | None:
-    """The complete checkpoint with the highest step, if any."""
-    found = [
-        (int(m.group(1)), p)
-        for p in out_dir.glob(f"{PREFIX}*")
-        if (m := _NAME.match(p.name)) and (p / STATE).is_file()
-    ]
-    return max(found)[1] if found else None
-
-
 def checkpoint_to_resume(out_dir: Path, resume: bool) -> Path | None:
     """The checkpoint `--resume` continues from; refuse to silently mix two runs otherwise.
 
     Same rules as the cuda backend: without `--resume`, an output dir that already holds
     checkpoints is an error; with `--resume` and no checkpoint yet, the run starts over.
     """
-    last = latest_checkpoint(out_dir) if out_dir.is_dir() else None
+    last = latest_checkpoint(out_dir)
     if last is None:
         if resume:
             print(f"--resume: no checkpoint in {out_dir} yet; starting from the beginning")

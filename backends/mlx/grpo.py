@@ -301,8 +301,8 @@ class Plan:
     num_iterations: int
 
 
-def make_plan(cfg: Config, num_prompts: int, max_steps: int | None) -> Plan:
-    """TRL's layout: batch_size x accumulation completions per step, G per prompt."""
+def check_batch(cfg: Config) -> int:
+    """Completions per optimizer step, which must hold whole groups of num_generations."""
     t, g = cfg.training, cfg.grpo
     per_step = t.batch_size * t.gradient_accumulation_steps
     if per_step % g.num_generations:
@@ -311,7 +311,13 @@ def make_plan(cfg: Config, num_prompts: int, max_steps: int | None) -> Plan:
             f"({t.gradient_accumulation_steps}) = {per_step} completions per step must be a "
             f"multiple of grpo.num_generations ({g.num_generations})"
         )
-    per_round = per_step // g.num_generations
+    return per_step
+
+
+def make_plan(cfg: Config, num_prompts: int, max_steps: int | None) -> Plan:
+    """TRL's layout: batch_size x accumulation completions per step, G per prompt."""
+    t, g = cfg.training, cfg.grpo
+    per_round = check_batch(cfg) // g.num_generations
     if num_prompts < per_round:
         raise UserError(
             f"GRPO needs at least {per_round} prompts per step; the data has {num_prompts}"

@@ -42,6 +42,7 @@ from qmd_ft.data.reader import resolve_paths
 from qmd_ft.errors import UserError
 from qmd_ft.jobs.inputs import local_command
 from qmd_ft.manifest import read_manifest
+from qmd_ft.model_ref import check_local_dir
 from qmd_ft.resume import check_resume_steps, latest_checkpoint
 
 TRAINING_BACKENDS = ("cuda", "mlx")
@@ -439,44 +440,13 @@ def _preflight(
     """
     check = getattr(impl, "check", None)
     for i, (p, req) in enumerate(zip(plans, requests, strict=True)):
-        if check is not None:  # the cuda backend's
+        if check is not None:
             check(p.stage, req, processes=processes, sft_pending=i > 0)
         else:
-            _check_local_base(p.config.model.base)
-            if impl is not None and impl.name == "mlx":
-                _check_mlx(p, req)
+            check_local_dir(p.config.model.base, "model.base")
         if req.resume:
             budget = req.max_steps or p.config.training.max_steps
             check_resume_steps(latest_checkpoint(req.output_dir), budget)
-
-
-def _check_local_base(base: str) -> None:
-    """A `model.base` written as a path (not an `owner/name` hub id) must be a directory."""
-    local = base.startswith(("/", "./", "../", "~")) or base.count("/") > 1
-    if local and not Path(base).expanduser().is_dir():
-        raise UserError(f"model.base {base}: not found; check the path")
-
-
-def _check_mlx(p: Planned, req: TrainRequest) -> None:
-    """What the mlx stages would refuse after loading their models: device, reused output,
-    GRPO's batch arithmetic (the cuda backend's `check` covers the same for cuda)."""
-    from backends.mlx.models import use_device
-
-    use_device(req.device)
-    last = latest_checkpoint(req.output_dir)
-    if last is not None and not req.resume:
-        raise UserError(
-            f"{req.output_dir} already holds {last.name}: pass --resume to continue that run, "
-            "or choose another --output"
-        )
-    t, n = p.config.training, p.config.grpo.num_generations
-    per_step = t.batch_size * t.gradient_accumulation_steps
-    if p.stage == "grpo" and per_step % n:
-        raise UserError(
-            f"training.batch_size ({t.batch_size}) x gradient_accumulation_steps "
-            f"({t.gradient_accumulation_steps}) = {per_step} completions per step must be a "
-            f"multiple of grpo.num_generations ({n})"
-        )
 
 
 def _say(text: str) -> None:
