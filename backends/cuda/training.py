@@ -11,6 +11,8 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from transformers import TrainerCallback
+
 from backends.cuda.loading import use_bf16
 from qmd_ft.backend import TrainRequest
 from qmd_ft.errors import UserError
@@ -98,20 +100,25 @@ def announce_start(req: TrainRequest, checkpoint: str | None) -> None:
         print(f"--resume: no checkpoint in {req.output_dir} yet; starting from step 0")
 
 
-def guard_resume(trainer: Trainer, checkpoint: str | None) -> None:
-    """Refuse, before the first resumed step, a total that differs from the checkpoint's.
+class ResumeGuard(TrainerCallback):
+    """Refuses, before the first resumed step, a total that differs from the checkpoint's.
 
     `announce_start` can only compare an explicit `--max-steps`; a budget the trainer works out
     from epochs is known once `train()` set it up, which is when this callback looks.
     """
-    from transformers import TrainerCallback
 
-    class ResumeGuard(TrainerCallback):
-        def on_train_begin(self, args: Any, state: Any, control: Any, **_: Any) -> None:
-            check_resume_steps(checkpoint, state.max_steps)
+    def __init__(self, checkpoint: str):
+        self.checkpoint = checkpoint
 
+    def on_train_begin(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+        """Compare the trainer's planned total with the checkpoint's."""
+        check_resume_steps(self.checkpoint, state.max_steps)
+
+
+def guard_resume(trainer: Trainer, checkpoint: str | None) -> None:
+    """Add a `ResumeGuard` when the run resumes from `checkpoint`."""
     if checkpoint is not None:
-        trainer.add_callback(ResumeGuard())
+        trainer.add_callback(ResumeGuard(checkpoint))
 
 
 def last_logged(trainer: Trainer, key: str) -> float | None:
