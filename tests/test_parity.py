@@ -84,7 +84,6 @@ from qmd_ft.backend import TrainRequest  # noqa: E402
 from qmd_ft.config import Config, EvalConfig, GrpoConfig, load_config  # noqa: E402
 from qmd_ft.data.prepare import prepare  # noqa: E402
 from qmd_ft.prompt import (  # noqa: E402
-    ENDOFTEXT,
     IM_END,
     THINK_CLOSE,
     THINK_OPEN,
@@ -699,7 +698,7 @@ def test_gguf_logits_match_transformers(kind: str, gguf_files, generations, hf) 
 def test_gguf_greedy_completions_match_cuda(kind: str, gguf_files, generations, hf) -> None:
     from backends.gguf import BACKEND as GGUF
     from backends.gguf import PROMPT_BUDGET
-    from qmd_ft.gguf.runtime import load
+    from qmd_ft.gguf.runtime import load, stop_ids
 
     tokenizer, model = hf
     cuda = generations["cuda"]
@@ -717,7 +716,7 @@ def test_gguf_greedy_completions_match_cuda(kind: str, gguf_files, generations, 
             logits_all=True,
             seed=GEN.seed,
         )
-        stops = {llm.token_eos(), *llm.tokenize(ENDOFTEXT.encode(), add_bos=False, special=True)}
+        stops = stop_ids(llm)
         try:
             for i in differ:
                 prompt_ids = tokenizer(PROMPTS[i])["input_ids"]

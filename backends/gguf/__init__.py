@@ -21,10 +21,7 @@ from typing import Any
 from qmd_ft.backend import Generator, TrainRequest
 from qmd_ft.config import EvalConfig
 from qmd_ft.errors import UserError
-from qmd_ft.prompt import ENDOFTEXT, IM_END, strip_think
-
-STOP_TOKENS = (IM_END, ENDOFTEXT)
-"""Where a completion ends, as for the other backends (each is one special token)."""
+from qmd_ft.prompt import strip_think
 
 PROMPT_BUDGET = 512
 """Context tokens kept for the prompt; QMD's rendered prompts are well under 100."""
@@ -79,7 +76,7 @@ class GgufBackend:
         path = Path(model)
         if path.suffix.lower() != ".gguf":
             raise UserError(f"{model}: the gguf backend needs a .gguf file")
-        from qmd_ft.gguf.runtime import load
+        from qmd_ft.gguf.runtime import load, stop_ids
 
         llm = load(
             path,
@@ -88,8 +85,7 @@ class GgufBackend:
             seed=gen.seed,
         )
 
-        stops = {llm.tokenize(t.encode(), add_bos=False, special=True)[0] for t in STOP_TOKENS}
-        stops.add(llm.token_eos())
+        stops = stop_ids(llm)
 
         def generate(prompts: list[str]) -> list[str]:
             return [_complete(llm, prompt, gen, stops) for prompt in prompts]

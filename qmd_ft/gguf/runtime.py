@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qmd_ft.errors import UserError
+from qmd_ft.prompt import ENDOFTEXT, IM_END
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -117,3 +118,10 @@ def load(
         except ValueError:
             pass
     raise UserError(f"{path}: llama.cpp cannot load it: {reason(errors, 'unknown error')}")
+
+
+def stop_ids(llm: Any) -> set[int]:
+    """Token ids that end a completion in a loaded file: its eos, `<|im_end|>`, `<|endoftext|>`
+    (each one special token), as the other backends stop."""
+    ids = {llm.tokenize(t.encode(), add_bos=False, special=True)[0] for t in (IM_END, ENDOFTEXT)}
+    return ids | {llm.token_eos()}

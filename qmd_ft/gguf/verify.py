@@ -38,7 +38,7 @@ import numpy as np
 from qmd_ft.errors import UserError
 from qmd_ft.gguf import ALL_TYPES, FULL_TYPES
 from qmd_ft.gguf.export import read_config
-from qmd_ft.gguf.runtime import load
+from qmd_ft.gguf.runtime import load, stop_ids
 from qmd_ft.prompt import ENDOFTEXT, IM_END, IM_START, render_prompt
 
 VERIFY_QUERY = "how to configure authentication"
@@ -281,7 +281,7 @@ def greedy_ids(llm: Any, prompt_ids: list[int], max_new_tokens: int) -> list[int
     Argmax over the raw logits rather than llama.cpp's sampler chain: nothing (repeat penalty,
     min-p) can differ from transformers' greedy search.
     """
-    stops = {llm.token_eos(), *llm.tokenize(ENDOFTEXT.encode(), add_bos=False, special=True)}
+    stops = stop_ids(llm)
     llm.reset()
     llm.eval(prompt_ids)
     out: list[int] = []
