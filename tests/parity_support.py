@@ -187,8 +187,8 @@ def mlx_grpo_step(config: Any, case: GrpoCase) -> StepResult:
     import mlx.nn as nn
     import pytest
 
-    from backends.mlx import grpo as loop
-    from backends.mlx.optim import make_optimizer
+    from qmd_ft.backends.mlx import grpo as loop
+    from qmd_ft.backends.mlx.optim import make_optimizer
 
     class LogprobTable(nn.Module):
         def __init__(self, values: np.ndarray):

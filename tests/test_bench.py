@@ -172,7 +172,7 @@ def test_tiny_bench_on_gpu_with_every_fast_switch() -> None:
 
 def test_mlx_tiny_bench_on_cpu_trains_and_times_the_real_rows() -> None:
     pytest.importorskip("mlx_lm")
-    from backends.mlx.dataset import epoch_order
+    from qmd_ft.backends.mlx.dataset import epoch_order
 
     r = _bench(
         "--backend", "mlx", "--model-shape", "tiny", "--device", "cpu", "--json",

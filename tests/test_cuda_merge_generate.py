@@ -17,8 +17,8 @@ from cuda_support import EXAMPLES, THINK_ANSWER, THINK_QUERY, memorized_model
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from backends.cuda import BACKEND
-from backends.cuda.generate import cut_at_stop
+from qmd_ft.backends.cuda import BACKEND
+from qmd_ft.backends.cuda.generate import cut_at_stop
 from qmd_ft.config import EvalConfig
 from qmd_ft.prompt import IM_END, render_prompt
 
@@ -123,7 +123,7 @@ def test_cut_at_stop() -> None:
 
 
 def test_local_model_refs_are_told_from_hub_ids(tmp_path: Path, monkeypatch) -> None:
-    from backends.cuda.loading import check_model_ref
+    from qmd_ft.backends.cuda.loading import check_model_ref
     from qmd_ft.model_ref import is_local_ref
 
     monkeypatch.chdir(tmp_path)
@@ -159,8 +159,8 @@ def test_eval_and_merge_name_a_missing_or_non_model_path(tmp_path: Path) -> None
 
 def test_grpo_starts_from_base_plus_model_adapters(tiny_model_dir: Path, tmp_path: Path) -> None:
     """`model.adapters` are stacked on the base for SFT and GRPO, as the mlx backend does."""
-    from backends.cuda.grpo import load_policy
-    from backends.cuda.loading import load_merged
+    from qmd_ft.backends.cuda.grpo import load_policy
+    from qmd_ft.backends.cuda.loading import load_merged
     from qmd_ft.config import load_config
 
     extra = _random_adapter(tiny_model_dir, tmp_path / "extra", 3, ["q_proj", "o_proj"])
@@ -185,8 +185,8 @@ def test_grpo_starts_from_base_plus_model_adapters(tiny_model_dir: Path, tmp_pat
 def test_sft_trains_on_base_plus_model_adapters(tiny_model_dir: Path, tmp_path: Path) -> None:
     from cuda_support import make_config, prepared
 
-    from backends.cuda.loading import load_merged
-    from backends.cuda.sft import build_sft
+    from qmd_ft.backends.cuda.loading import load_merged
+    from qmd_ft.backends.cuda.sft import build_sft
     from qmd_ft.backend import TrainRequest
 
     extra = _random_adapter(tiny_model_dir, tmp_path / "extra", 3, ["q_proj", "o_proj"])

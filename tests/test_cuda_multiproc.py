@@ -13,8 +13,8 @@ pytest.importorskip("accelerate")
 
 from cuda_support import write_examples
 
-from backends.cuda.grpo import COMPLETIONS_FILE
-from backends.cuda.launch import launch_command
+from qmd_ft.backends.cuda.grpo import COMPLETIONS_FILE
+from qmd_ft.backends.cuda.launch import launch_command
 
 
 def test_launch_command_runs_the_cli_under_accelerate() -> None:

@@ -16,8 +16,8 @@ from cuda_support import LORA, log_history, make_config, prepared, write_example
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from backends.cuda.data import read_split
-from backends.cuda.sft import IGNORE_INDEX, run_sft, tokenize_example, tokenized_dataset
+from qmd_ft.backends.cuda.data import read_split
+from qmd_ft.backends.cuda.sft import IGNORE_INDEX, run_sft, tokenize_example, tokenized_dataset
 from qmd_ft.backend import TrainRequest
 from qmd_ft.data.prepare import INFO_FILE, TRAIN_FILE, VAL_FILE
 from qmd_ft.errors import UserError
@@ -165,7 +165,7 @@ def test_config_errors_stop_all_before_sft_trains(tiny_model_dir: Path, tmp_path
 def test_preflight_names_missing_models_and_unusable_sft(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    from backends.cuda.preflight import check_stage
+    from qmd_ft.backends.cuda.preflight import check_stage
 
     data = prepared(tmp_path)
     cfg = make_config(tmp_path / "nope", tmp_path / "out", data)

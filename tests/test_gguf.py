@@ -29,7 +29,7 @@ torch = pytest.importorskip("torch")
 import gguf  # noqa: E402
 import numpy as np  # noqa: E402
 
-from backends.gguf import BACKEND  # noqa: E402
+from qmd_ft.backends.gguf import BACKEND  # noqa: E402
 from qmd_ft.config import EvalConfig  # noqa: E402
 from qmd_ft.errors import UserError  # noqa: E402
 from qmd_ft.gguf import ALL_TYPES, parse_types  # noqa: E402

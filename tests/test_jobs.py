@@ -362,7 +362,7 @@ def test_train_job_on_the_tiny_model(
     hub: FakeHub, tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The real use: `train sft --hf-jobs` with a model outside the project, run as HF would."""
-    for module in ("torch", "trl", "peft", "backends.cuda"):
+    for module in ("torch", "trl", "peft", "qmd_ft.backends.cuda"):
         pytest.importorskip(module)
     from qmd_ft.data.prepare import prepare
 

@@ -15,7 +15,7 @@ import pytest
 mx = pytest.importorskip("mlx.core")
 pytest.importorskip("mlx_lm")
 
-from backends.mlx.adapters import (  # noqa: E402 (after the skips)
+from qmd_ft.backends.mlx.adapters import (  # noqa: E402 (after the skips)
     PEFT_PREFIX,
     apply_adapter,
     lora_weights,
@@ -26,8 +26,8 @@ from backends.mlx.adapters import (  # noqa: E402 (after the skips)
     read_peft,
     save_peft,
 )
-from backends.mlx.fuse import fuse_lora, merge  # noqa: E402
-from backends.mlx.models import add_lora, load_stack, lora_keys  # noqa: E402
+from qmd_ft.backends.mlx.fuse import fuse_lora, merge  # noqa: E402
+from qmd_ft.backends.mlx.models import add_lora, load_stack, lora_keys  # noqa: E402
 from qmd_ft.errors import UserError  # noqa: E402
 from qmd_ft.prompt import render_example  # noqa: E402
 

@@ -23,8 +23,8 @@ pytest.importorskip("mlx_lm")
 
 from mlx.utils import tree_flatten  # noqa: E402
 
-from backends.mlx.generate import Sample  # noqa: E402
-from backends.mlx.grpo import (  # noqa: E402
+from qmd_ft.backends.mlx.generate import Sample  # noqa: E402
+from qmd_ft.backends.mlx.grpo import (  # noqa: E402
     LossSettings,
     completion_logprobs,
     grpo,
@@ -33,10 +33,10 @@ from backends.mlx.grpo import (  # noqa: E402
     sample,
     train_step,
 )
-from backends.mlx.grpo_loss import group_advantages, grpo_loss  # noqa: E402
-from backends.mlx.models import add_lora, load_stack, lora_keys  # noqa: E402
-from backends.mlx.optim import make_optimizer  # noqa: E402
-from backends.mlx.sft import sft  # noqa: E402
+from qmd_ft.backends.mlx.grpo_loss import group_advantages, grpo_loss  # noqa: E402
+from qmd_ft.backends.mlx.models import add_lora, load_stack, lora_keys  # noqa: E402
+from qmd_ft.backends.mlx.optim import make_optimizer  # noqa: E402
+from qmd_ft.backends.mlx.sft import sft  # noqa: E402
 from qmd_ft.backend import TrainRequest  # noqa: E402
 from qmd_ft.config import GrpoConfig, TrainingConfig, load_config  # noqa: E402
 from qmd_ft.data.prepare import prepare  # noqa: E402

@@ -62,24 +62,24 @@ from parity_support import (  # noqa: E402
     trl_grpo_step,
 )
 
-from backends.cuda import BACKEND as CUDA  # noqa: E402
-from backends.cuda import generate as cuda_generate  # noqa: E402
-from backends.cuda.grpo import rubric_reward, run_grpo  # noqa: E402
-from backends.cuda.loading import (  # noqa: E402
+from qmd_ft.backends.cuda import BACKEND as CUDA  # noqa: E402
+from qmd_ft.backends.cuda import generate as cuda_generate  # noqa: E402
+from qmd_ft.backends.cuda.grpo import rubric_reward, run_grpo  # noqa: E402
+from qmd_ft.backends.cuda.loading import (  # noqa: E402
     load_merged,
     load_model,
     load_tokenizer,
     stop_token_ids,
 )
-from backends.cuda.sft import IGNORE_INDEX, run_sft  # noqa: E402
-from backends.mlx import BACKEND as MLX  # noqa: E402
-from backends.mlx import generate as mlx_generate  # noqa: E402
-from backends.mlx import grpo as mlx_grpo  # noqa: E402
-from backends.mlx.adapters import lora_weights, mlx_adapter_to_peft, peft_to_mlx_adapter  # noqa: E402
-from backends.mlx.dataset import pad_batch, read_split, tokenize  # noqa: E402
-from backends.mlx.grpo_loss import LOSS_TYPES  # noqa: E402
-from backends.mlx.models import add_lora, load_stack, lora_keys  # noqa: E402
-from backends.mlx.sft import completion_loss  # noqa: E402
+from qmd_ft.backends.cuda.sft import IGNORE_INDEX, run_sft  # noqa: E402
+from qmd_ft.backends.mlx import BACKEND as MLX  # noqa: E402
+from qmd_ft.backends.mlx import generate as mlx_generate  # noqa: E402
+from qmd_ft.backends.mlx import grpo as mlx_grpo  # noqa: E402
+from qmd_ft.backends.mlx.adapters import lora_weights, mlx_adapter_to_peft, peft_to_mlx_adapter  # noqa: E402
+from qmd_ft.backends.mlx.dataset import pad_batch, read_split, tokenize  # noqa: E402
+from qmd_ft.backends.mlx.grpo_loss import LOSS_TYPES  # noqa: E402
+from qmd_ft.backends.mlx.models import add_lora, load_stack, lora_keys  # noqa: E402
+from qmd_ft.backends.mlx.sft import completion_loss  # noqa: E402
 from qmd_ft.backend import TrainRequest  # noqa: E402
 from qmd_ft.config import Config, EvalConfig, GrpoConfig, load_config  # noqa: E402
 from qmd_ft.data.prepare import prepare  # noqa: E402
@@ -696,8 +696,8 @@ def test_gguf_logits_match_transformers(kind: str, gguf_files, generations, hf) 
 
 @pytest.mark.parametrize("kind", ["f32", "f16"])
 def test_gguf_greedy_completions_match_cuda(kind: str, gguf_files, generations, hf) -> None:
-    from backends.gguf import BACKEND as GGUF
-    from backends.gguf import PROMPT_BUDGET
+    from qmd_ft.backends.gguf import BACKEND as GGUF
+    from qmd_ft.backends.gguf import PROMPT_BUDGET
     from qmd_ft.gguf.runtime import load, stop_ids
 
     tokenizer, model = hf

@@ -33,25 +33,25 @@ class CudaBackend:
         self, stage: str, req: TrainRequest, processes: int = 1, sft_pending: bool = False
     ) -> None:
         """Fail fast on a planned stage's config, paths and device (see `preflight`)."""
-        from backends.cuda.preflight import check_stage
+        from qmd_ft.backends.cuda.preflight import check_stage
 
         check_stage(stage, req, processes, sft_pending)
 
     def sft(self, req: TrainRequest) -> Path:
         """TRL SFT, completion-only loss; LoRA adapter or full model in `req.output_dir`."""
-        from backends.cuda.sft import run_sft
+        from qmd_ft.backends.cuda.sft import run_sft
 
         return run_sft(req)
 
     def grpo(self, req: TrainRequest) -> Path:
         """TRL GRPO with the qmd_ft reward on the merged SFT weights; a fresh LoRA adapter."""
-        from backends.cuda.grpo import run_grpo
+        from qmd_ft.backends.cuda.grpo import run_grpo
 
         return run_grpo(req)
 
     def merge(self, base: str, adapters: list[str], out: Path) -> Path:
         """Base + adapters into one safetensors model dir with tokenizer and manifest."""
-        from backends.cuda.merge import merge
+        from qmd_ft.backends.cuda.merge import merge
 
         return merge(base, adapters, out)
 
@@ -59,7 +59,7 @@ class CudaBackend:
         self, model: str, adapters: list[str], gen: EvalConfig, device: str | None = None
     ) -> Generator:
         """Batched HF generation over rendered prompts."""
-        from backends.cuda.generate import make_generator
+        from qmd_ft.backends.cuda.generate import make_generator
 
         return make_generator(model, adapters, gen, device)
 

@@ -29,9 +29,9 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from backends.cuda.fastgen import Sampling, StaticDecoder
-from backends.cuda.loading import load_merged, load_tokenizer, resolve_device, use_bf16
-from backends.cuda.speed import SpeedOptions
+from qmd_ft.backends.cuda.fastgen import Sampling, StaticDecoder
+from qmd_ft.backends.cuda.loading import load_merged, load_tokenizer, resolve_device, use_bf16
+from qmd_ft.backends.cuda.speed import SpeedOptions
 from qmd_ft.backend import TrainRequest
 from qmd_ft.bench import (
     BenchPlan,
@@ -164,7 +164,7 @@ def sft_ours(
     model_dir: Path, data_dir: Path, out: Path, plan: BenchPlan, speed: SpeedOptions, device: str
 ) -> dict[str, Any]:
     """SFT through `run_sft` with configs/sft.yaml's recipe and the fast switches."""
-    from backends.cuda.sft import run_sft
+    from qmd_ft.backends.cuda.sft import run_sft
 
     cfg = sft_config(model_dir, data_dir, out)
     timer = StepTimer(device)
@@ -179,7 +179,7 @@ def grpo_ours(
     model_dir: Path, data_dir: Path, out: Path, plan: BenchPlan, speed: SpeedOptions, device: str
 ) -> dict[str, Any]:
     """GRPO through `run_grpo`: configs/grpo.yaml's recipe, all completions in one micro-batch."""
-    from backends.cuda.grpo import run_grpo
+    from qmd_ft.backends.cuda.grpo import run_grpo
 
     cfg = grpo_config(model_dir, data_dir, out, plan)
     timer = StepTimer(device)

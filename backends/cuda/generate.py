@@ -4,7 +4,7 @@ Prompts are left-padded so every row's continuation starts at the same column; e
 at its first stop token (`<|im_end|>` or another eos the model declares), decoded with special
 tokens kept (so a leaked `<|im_start|>` stays visible to the scorer), and its `<think>` blocks
 are removed (`qmd_ft.prompt.strip_think`). With `eval.fast_generation` the tokens come from
-`backends.cuda.fastgen` (static KV cache, optionally compiled with CUDA graphs) instead of HF
+`qmd_ft.backends.cuda.fastgen` (static KV cache, optionally compiled with CUDA graphs) instead of HF
 `generate`: same greedy output, faster.
 """
 
@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from backends.cuda.fastgen import Sampling, StaticDecoder
-from backends.cuda.loading import (
+from qmd_ft.backends.cuda.fastgen import Sampling, StaticDecoder
+from qmd_ft.backends.cuda.loading import (
     load_merged,
     load_tokenizer,
     resolve_device,
     stop_token_ids,
     use_bf16,
 )
-from backends.cuda.speed import eval_generation
+from qmd_ft.backends.cuda.speed import eval_generation
 from qmd_ft.backend import Generator
 from qmd_ft.config import EvalConfig
 from qmd_ft.prompt import strip_think

@@ -5,7 +5,7 @@ merged model doubles as the KL reference (TRL computes reference log-probs with 
 disabled): the `beta` penalty then pulls towards the SFT model, which is what keeps GRPO from
 drifting. TRL logs reward mean/std, KL and completion lengths into `trainer_state.json`; the
 completions behind them go to `completions.jsonl` so a reward curve can be read back as text.
-With `training.fast_generation` the rollouts come from `backends.cuda.rollout` (TRL's rollout
+With `training.fast_generation` the rollouts come from `qmd_ft.backends.cuda.rollout` (TRL's rollout
 hook), with `training.use_vllm` from TRL's colocated vLLM.
 """
 
@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers import TrainerCallback
 
-from backends.cuda.data import data_hash, read_split
-from backends.cuda.generate import cut_at_stop
-from backends.cuda.loading import (
+from qmd_ft.backends.cuda.data import data_hash, read_split
+from qmd_ft.backends.cuda.generate import cut_at_stop
+from qmd_ft.backends.cuda.loading import (
     is_adapter,
     load_merged,
     load_model,
@@ -34,9 +34,9 @@ from backends.cuda.loading import (
     stop_token_ids,
     use_bf16,
 )
-from backends.cuda.rollout import FastRollout
-from backends.cuda.speed import SpeedOptions, check_speed
-from backends.cuda.training import (
+from qmd_ft.backends.cuda.rollout import FastRollout
+from qmd_ft.backends.cuda.speed import SpeedOptions, check_speed
+from qmd_ft.backends.cuda.training import (
     announce_start,
     checkpoint_to_resume,
     finish,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from backends.cuda.loading import load_merged, load_tokenizer
+from qmd_ft.backends.cuda.loading import load_merged, load_tokenizer
 from qmd_ft.manifest import lineage, write_manifest
 
 

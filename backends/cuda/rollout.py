@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from backends.cuda.fastgen import Sampling, StaticDecoder
+from qmd_ft.backends.cuda.fastgen import Sampling, StaticDecoder
 from qmd_ft.errors import UserError
 
 if TYPE_CHECKING:

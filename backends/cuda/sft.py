@@ -5,7 +5,7 @@ does not end with it, and ours end with `<|im_end|>\\n` (Qwen3's turn ending, as
 `qmd_ft.prompt`), so TRL would train a second `<|im_end|>`. Tokenizing the prompt exactly as
 generation does and the completion after it keeps training text and inference text identical.
 Rows are cut to `max_length` here too, so the plain path and the padding-free one (where TRL
-does not truncate) train on the same tokens; the speed switches are `backends.cuda.speed`'s.
+does not truncate) train on the same tokens; the speed switches are `qmd_ft.backends.cuda.speed`'s.
 """
 
 from __future__ import annotations
@@ -16,16 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from backends.cuda.data import data_hash, read_split
-from backends.cuda.loading import load_merged, load_tokenizer, peft_lora, resolve_device, use_bf16
-from backends.cuda.speed import (
+from qmd_ft.backends.cuda.data import data_hash, read_split
+from qmd_ft.backends.cuda.loading import load_merged, load_tokenizer, peft_lora, resolve_device, use_bf16
+from qmd_ft.backends.cuda.speed import (
     SpeedOptions,
     attn_implementation,
     auto_tokens_per_batch,
     check_speed,
     rows_per_batch,
 )
-from backends.cuda.training import (
+from qmd_ft.backends.cuda.training import (
     announce_start,
     checkpoint_to_resume,
     finish,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback
 
-from backends.cuda.loading import use_bf16
+from qmd_ft.backends.cuda.loading import use_bf16
 from qmd_ft.backend import TrainRequest
 from qmd_ft.errors import UserError
 from qmd_ft.manifest import write_manifest

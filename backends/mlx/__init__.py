@@ -40,25 +40,25 @@ class MlxBackend:
     ) -> None:
         """Fail fast on a planned stage's model path, device, output dir and batch (one
         process; `sft_pending` needs no check here: the mlx stages load model.sft themselves)."""
-        from backends.mlx.preflight import check_stage
+        from qmd_ft.backends.mlx.preflight import check_stage
 
         check_stage(stage, req)
 
     def sft(self, req: TrainRequest) -> Path:
         """mlx-lm tuner SFT, completion-only loss; PEFT adapter or full model in the output."""
-        from backends.mlx.sft import sft
+        from qmd_ft.backends.mlx.sft import sft
 
         return sft(req)
 
     def grpo(self, req: TrainRequest) -> Path:
         """Our MLX GRPO loop (TRL's loss) on the merged SFT weights; a fresh LoRA adapter."""
-        from backends.mlx.grpo import grpo
+        from qmd_ft.backends.mlx.grpo import grpo
 
         return grpo(req)
 
     def merge(self, base: str, adapters: list[str], out: Path) -> Path:
         """Base + PEFT adapters fused into one HF safetensors model dir with tokenizer."""
-        from backends.mlx.fuse import merge
+        from qmd_ft.backends.mlx.fuse import merge
 
         return merge(base, adapters, out)
 
@@ -66,7 +66,7 @@ class MlxBackend:
         self, model: str, adapters: list[str], gen: EvalConfig, device: str | None = None
     ) -> Generator:
         """Batched mlx-lm generation over rendered prompts."""
-        from backends.mlx.generate import make_generator
+        from qmd_ft.backends.mlx.generate import make_generator
 
         return make_generator(model, adapters, gen, device)
 

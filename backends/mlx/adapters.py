@@ -141,7 +141,7 @@ def apply_adapter(model: nn.Module, path: Path) -> None:
     """
     from mlx_lm.tuner.utils import load_adapters
 
-    from backends.mlx.models import add_lora
+    from qmd_ft.backends.mlx.models import add_lora
 
     if not (path / PEFT_WEIGHTS).is_file():
         if (path / MLX_WEIGHTS).is_file():

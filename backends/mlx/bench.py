@@ -64,7 +64,7 @@ def measure(plan: BenchPlan) -> dict[str, Any]:
     import mlx_lm
     import transformers
 
-    from backends.mlx.models import use_device
+    from qmd_ft.backends.mlx.models import use_device
 
     use_device(plan.device)
     on_gpu = mx.default_device() == mx.gpu
@@ -287,7 +287,7 @@ def sft_ours(model_dir: Path, data_dir: Path, out: Path, plan: BenchPlan) -> dic
     """SFT through the mlx backend's `sft` with configs/sft.yaml's recipe."""
     import mlx_lm.tuner.trainer as tuner
 
-    from backends.mlx.sft import sft
+    from qmd_ft.backends.mlx.sft import sft
 
     steps = plan.warmup + plan.sft_steps
     cfg = sft_config(model_dir, data_dir, out)
@@ -305,7 +305,7 @@ def sft_ours(model_dir: Path, data_dir: Path, out: Path, plan: BenchPlan) -> dic
 
 def grpo_ours(model_dir: Path, data_dir: Path, out: Path, plan: BenchPlan) -> dict[str, Any]:
     """GRPO through the mlx backend's loop: configs/grpo.yaml's recipe, one micro-batch."""
-    import backends.mlx.grpo as loop
+    import qmd_ft.backends.mlx.grpo as loop
 
     steps = plan.warmup + plan.grpo_steps
     cfg = grpo_config(model_dir, data_dir, out, plan)
@@ -320,8 +320,8 @@ def grpo_ours(model_dir: Path, data_dir: Path, out: Path, plan: BenchPlan) -> di
 
 def gen_ours(model_dir: Path, data_dir: Path, plan: BenchPlan) -> dict[str, Any]:
     """The eval generator's `generate_batch` at `gen_batch`: sampled, no stop ids, full rows."""
-    from backends.mlx.generate import generate_batch, make_sampler
-    from backends.mlx.models import load_stack
+    from qmd_ft.backends.mlx.generate import generate_batch, make_sampler
+    from qmd_ft.backends.mlx.models import load_stack
 
     model, tokenizer, _ = load_stack(str(model_dir))
     model.eval()
@@ -344,7 +344,7 @@ def _upstream_parts(setup: dict[str, Any]) -> dict[str, Callable[..., dict[str, 
     import torch
     import trl
 
-    from backends.cuda import bench as cuda
+    from qmd_ft.backends.cuda import bench as cuda
 
     setup.update(torch=torch.__version__, trl=trl.__version__, upstream_device="cpu (torch)")
     return {

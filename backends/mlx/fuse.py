@@ -62,7 +62,7 @@ def save_hf_model(model: nn.Module, src: Path, out: Path) -> Path:
 
 def merge(base: str, adapters: Sequence[str], out: Path) -> Path:
     """Base plus adapters, fused, into one HF model directory with tokenizer and manifest."""
-    from backends.mlx.models import load_stack
+    from qmd_ft.backends.mlx.models import load_stack
 
     model, _, src = load_stack(base, adapters)
     save_hf_model(model, src, out)

@@ -93,7 +93,7 @@ def make_generator(
     Random draws are reseeded with `gen.seed` at every call, so the same prompts give the
     same texts.
     """
-    from backends.mlx.models import load_stack, use_device
+    from qmd_ft.backends.mlx.models import load_stack, use_device
 
     use_device(device)
     model, tokenizer, _ = load_stack(model_ref, adapters)

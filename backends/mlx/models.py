@@ -60,8 +60,8 @@ def load_stack(base: str, adapters: Sequence[str] = ()) -> tuple[nn.Module, Any,
     """
     from mlx_lm.utils import load
 
-    from backends.mlx.adapters import apply_adapter
-    from backends.mlx.fuse import fuse_lora
+    from qmd_ft.backends.mlx.adapters import apply_adapter
+    from qmd_ft.backends.mlx.fuse import fuse_lora
 
     dirs = [model_dir(ref) for ref in [base, *adapters]]
     full_models = [i for i, d in enumerate(dirs) if not is_adapter(d)]

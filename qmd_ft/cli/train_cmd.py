@@ -376,7 +376,7 @@ def train(
     assert impl is not None
     run_data_plan(data)
     if gpus > 1:
-        from backends.cuda import launch
+        from qmd_ft.backends.cuda import launch
 
         if not launch.launched():
             # The processes print progress and the summary (rank 0); pass on their exit code.

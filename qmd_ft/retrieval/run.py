@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from qmd_ft.resources import defaults_root
 from qmd_ft.retrieval import search as search_mod
 from qmd_ft.retrieval.index import (
     EMBEDDING_MODEL,
@@ -27,7 +28,7 @@ from qmd_ft.retrieval.index import (
 )
 from qmd_ft.retrieval.metrics import METRICS, compare, mean_metrics, score_ranking
 
-EVAL_DIR = Path(__file__).resolve().parents[2] / "evals" / "retrieval"
+EVAL_DIR = defaults_root() / "evals" / "retrieval"
 """The shipped corpus: `notes/`, `queries.jsonl`, `gold_expansions.jsonl`."""
 
 
