@@ -45,7 +45,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qmd_ft.resources import defaults_root
 from qmd_ft.prompt import (
     ENDOFTEXT,
     IM_END,
@@ -56,6 +55,7 @@ from qmd_ft.prompt import (
     render_example,
     render_prompt,
 )
+from qmd_ft.resources import defaults_root
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer

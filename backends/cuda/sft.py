@@ -16,8 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from qmd_ft.backend import TrainRequest
 from qmd_ft.backends.cuda.data import data_hash, read_split
-from qmd_ft.backends.cuda.loading import load_merged, load_tokenizer, peft_lora, resolve_device, use_bf16
+from qmd_ft.backends.cuda.loading import (
+    load_merged,
+    load_tokenizer,
+    peft_lora,
+    resolve_device,
+    use_bf16,
+)
 from qmd_ft.backends.cuda.speed import (
     SpeedOptions,
     attn_implementation,
@@ -33,7 +40,6 @@ from qmd_ft.backends.cuda.training import (
     last_logged,
     trainer_kwargs,
 )
-from qmd_ft.backend import TrainRequest
 from qmd_ft.data.prepare import TRAIN_FILE, VAL_FILE
 
 if TYPE_CHECKING:

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback
 
-from qmd_ft.backends.cuda.loading import use_bf16
 from qmd_ft.backend import TrainRequest
+from qmd_ft.backends.cuda.loading import use_bf16
 from qmd_ft.errors import UserError
 from qmd_ft.manifest import write_manifest
 from qmd_ft.resume import check_resume_steps
