@@ -38,7 +38,7 @@ from qmd_ft.data.schema import SchemaError, parse_record
 from qmd_ft.data.term_senses import TermSense, misreadings
 from qmd_ft.errors import UserError
 from qmd_ft.prompt import INSTRUCTION
-from qmd_ft.reward import score
+from qmd_ft.rubric import score
 
 PROVIDERS: dict[str, dict[str, str]] = {
     "anthropic": {
