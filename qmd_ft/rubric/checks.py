@@ -1,6 +1,6 @@
 """The rubric's checks: entities, key terms, generic lines, diversity, echoes, repetition.
 
-Each is a definition of `shared/spec/scoring.md`, on one line or one query.
+Each is one of the helpers `shared/spec/scoring.md` defines, on one line or one query.
 
 The scorer calls the plural helpers (`non_diverse_pairs`, `echo_count`) on lines it has
 lower-cased and trimmed once; the one-pair forms (`diverse`, `echoes`) are the spec's

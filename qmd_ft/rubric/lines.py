@@ -1,6 +1,7 @@
 """From a raw completion to typed lines: clean, detect leakage, split by prefix, read /only:.
 
-Rules 1-3 of `shared/spec/scoring.md`: what the rubric looks at before it scores anything.
+The helpers behind rules 1-3 of `shared/spec/scoring.md`: what the rubric looks at before it
+scores anything.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Rubric v1's scores: the full-expansion and `/only:` rules, totals, rating and reward.
 
-Rules 4-7 of `shared/spec/scoring.md`. `score` is the one entry point; it cleans and parses the
-completion (`qmd_ft.rubric.lines`) and applies the checks (`qmd_ft.rubric.checks`) line by line.
+`score` applies rules 1-7 of `shared/spec/scoring.md` in order: it cleans and parses the
+completion (`qmd_ft.rubric.lines`), then scores the lines with the checks of
+`qmd_ft.rubric.checks`.
 """
 
 from __future__ import annotations
