@@ -1,4 +1,4 @@
-"""Fuse adapters into the weights and write Hugging Face model directories.
+"""Merged models: base plus fused adapters, written as Hugging Face model directories.
 
 The output is what transformers itself would save: `model.safetensors` (HF tensor names,
 `format: pt`), the source's `config.json`, and its tokenizer, chat template and generation
@@ -13,8 +13,11 @@ from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx.utils import tree_flatten, tree_unflatten
+from mlx.utils import tree_flatten
 
+# fuse_lora lives in `lora` now; it stays importable from here.
+from qmd_ft.backends.mlx.lora import fuse_lora as fuse_lora
+from qmd_ft.backends.mlx.models import load_stack
 from qmd_ft.manifest import lineage, write_manifest
 
 TOKENIZER_FILES = (
@@ -28,13 +31,6 @@ TOKENIZER_FILES = (
     "generation_config.json",
 )
 """Files that travel with every artifact, so each one loads with its own tokenizer."""
-
-
-def fuse_lora(model: nn.Module) -> None:
-    """Replace every LoRA layer by one linear layer holding W + scale * B A."""
-    fused = [(name, m.fuse()) for name, m in model.named_modules() if hasattr(m, "fuse")]
-    if fused:
-        model.update_modules(tree_unflatten(fused))
 
 
 def copy_tokenizer(src: Path, out: Path) -> None:
@@ -62,8 +58,6 @@ def save_hf_model(model: nn.Module, src: Path, out: Path) -> Path:
 
 def merge(base: str, adapters: Sequence[str], out: Path) -> Path:
     """Base plus adapters, fused, into one HF model directory with tokenizer and manifest."""
-    from qmd_ft.backends.mlx.models import load_stack
-
     model, _, src = load_stack(base, adapters)
     save_hf_model(model, src, out)
     made_of = lineage(base, adapters)

@@ -49,7 +49,8 @@ from qmd_ft.backends.mlx import checkpoints
 from qmd_ft.backends.mlx.dataset import epoch_order, read_split
 from qmd_ft.backends.mlx.generate import generate_batch, make_sampler, stop_ids
 from qmd_ft.backends.mlx.grpo_loss import group_advantages, grpo_loss
-from qmd_ft.backends.mlx.models import add_lora, load_stack, lora_keys, use_device
+from qmd_ft.backends.mlx.lora import add_lora, lora_keys
+from qmd_ft.backends.mlx.models import load_stack, use_device
 from qmd_ft.backends.mlx.optim import ClippedAdamW, make_optimizer
 from qmd_ft.backends.mlx.results import finish, last_logged, save_trained
 from qmd_ft.config import Config, GrpoConfig

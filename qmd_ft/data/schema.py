@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qmd_ft.prompt import OUTPUT_ORDER, format_output
-from qmd_ft.reward import parse_only_mode
+from qmd_ft.rubric import parse_only_mode
 
 LINE_TYPES = OUTPUT_ORDER
 SLASHLESS_ONLY = re.compile(r"(?<=\S)\s+only:\s*(lex|vec|hyde)\s*$", re.IGNORECASE)
