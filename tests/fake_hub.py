@@ -51,8 +51,8 @@ class HubState:
     lfs: dict[str, bytes] = field(default_factory=dict)
     lfs_threshold: int = 10_000_000
     """Files this large, or named like weights (`LFS_SUFFIXES`), go through LFS."""
-    fail_commits: int = 0
-    """Answer the next N commits with a 500, as an outage between two commits would."""
+    fail_repos: set[str] = field(default_factory=set)
+    """Repo keys whose commits get a 500, as an outage between two commits would."""
 
 
 def _sha(repo: dict[str, bytes]) -> str:
@@ -235,8 +235,7 @@ def make_handler(state: HubState) -> type[BaseHTTPRequestHandler]:
 
         def _commit(self, key: str, body: bytes) -> None:
             """Apply one commit whole, or nothing: a stale parent or unknown LFS object fails it."""
-            if state.fail_commits > 0:
-                state.fail_commits -= 1
+            if key in state.fail_repos:
                 return self._send(500, {"error": "internal error"}, {"X-Error-Message": "outage"})
             items = [json.loads(line) for line in body.splitlines()]
             header = next((i["value"] for i in items if i["key"] == "header"), {})

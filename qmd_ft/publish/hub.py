@@ -92,7 +92,10 @@ class HubRegistry:
 
         try:
             with _hub_errors("download from", repo):
-                return Path(hf_hub_download(repo, filename, revision=revision, token=self._token))
+                path = hf_hub_download(
+                    repo, filename, revision=revision, token=self._token, endpoint=self.api.endpoint
+                )
+                return Path(path)
         except (EntryNotFoundError, RepositoryNotFoundError):
             return None
 
@@ -100,7 +103,11 @@ class HubRegistry:
         from huggingface_hub import snapshot_download
 
         with _hub_errors("download", repo):
-            return Path(snapshot_download(repo, revision=revision, token=self._token))
+            return Path(
+                snapshot_download(
+                    repo, revision=revision, token=self._token, endpoint=self.api.endpoint
+                )
+            )
 
     def upload(
         self, repo: str, files: dict[str, Path], message: str, parent: str | None = UNPINNED

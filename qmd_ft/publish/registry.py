@@ -124,7 +124,9 @@ class LocalRegistry:
         import fcntl
 
         dest = self._dir(repo)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        if not dest.parent.is_dir():
+            yield dest  # nothing to lock or recover; a read creates no folders
+            return
         with open(dest.with_name(f".{dest.name}.lock"), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
@@ -182,6 +184,7 @@ class LocalRegistry:
         for name in files:
             if name.startswith(("/", ".")) or ".." in Path(name).parts:
                 raise UserError(f"{name!r}: not a file name a release can hold")
+        self._dir(repo).parent.mkdir(parents=True, exist_ok=True)
         with self._locked(repo) as dest:
             head = self._head(dest) if dest.is_dir() else None
             if parent != UNPINNED and head != parent:
