@@ -284,7 +284,7 @@ def test_two_concurrent_publishes_cannot_both_win(tmp_path: Path) -> None:
             ],
             stdout=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         for d in dirs[1:]
     ]
     import time
