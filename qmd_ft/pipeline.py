@@ -24,6 +24,7 @@ from qmd_ft.data.prepare import inputs_hash, prepare
 from qmd_ft.data.reader import resolve_paths
 from qmd_ft.errors import UserError
 from qmd_ft.evaluation import load_results, run_eval, write_results
+from qmd_ft.finite import check_finite
 from qmd_ft.gate import GateRule, compare
 from qmd_ft.manifest import file_sha256
 from qmd_ft.progress import ProgressFn, counter
@@ -179,6 +180,7 @@ class Pipeline:
         if hit := self.cached("sft", inputs):
             return hit
         adapter = get_backend(self.backend).sft(self.begin_training("sft", inputs, self.sft_cfg))
+        check_finite(adapter)
         return StageResult("sft", str(adapter), _last_loss(adapter), inputs=inputs)
 
     def stage_grpo(self) -> StageResult:
@@ -190,6 +192,7 @@ class Pipeline:
         self.grpo_cfg.model.sft = self.results["sft"].artifact
         req = self.begin_training("grpo", inputs, self.grpo_cfg)
         adapter = get_backend(self.backend).grpo(req)
+        check_finite(adapter)
         return StageResult("grpo", str(adapter), _last_reward(adapter), inputs=inputs)
 
     def merge_inputs(self) -> tuple[str, list[str]]:

@@ -23,7 +23,13 @@ from qmd_ft.cli import (
     train_cmd,
 )
 from qmd_ft.cli.common import State, err_console
-from qmd_ft.errors import UserError, is_transport_error, os_error_line, transport_failure
+from qmd_ft.errors import (
+    UserError,
+    disk_full_line,
+    is_transport_error,
+    os_error_line,
+    transport_failure,
+)
 
 app = typer.Typer(
     name="qmd-ft",
@@ -92,7 +98,7 @@ def error_line(e: BaseException) -> str | None:
         return f"cannot reach {url or 'the server'}: {reason}"
     if isinstance(e, OSError):
         return os_error_line(e)
-    return None
+    return disk_full_line(e)
 
 
 def main() -> None:

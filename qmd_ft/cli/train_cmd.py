@@ -40,6 +40,7 @@ from qmd_ft.data.prepared import (
 )
 from qmd_ft.data.reader import resolve_paths
 from qmd_ft.errors import UserError
+from qmd_ft.finite import check_finite
 from qmd_ft.jobs.inputs import local_command
 from qmd_ft.manifest import read_manifest
 from qmd_ft.model_ref import check_local_dir
@@ -385,7 +386,9 @@ def train(
     for p, req in zip(plans, requests, strict=True):
         _say(describe(p, name, device, max_steps))
         run = impl.sft if p.stage == "sft" else impl.grpo
-        results.append((p.stage, run(req)))
+        out = run(req)
+        check_finite(out)  # a diverged run fails here, before a later stage builds on it
+        results.append((p.stage, out))
     _say(summary(results, time.monotonic() - started))
 
 
