@@ -54,7 +54,7 @@ def trained(out: Path, losses: list[float]) -> Path:
 def test_check_finite(tmp_path: Path) -> None:
     check_finite(trained(tmp_path / "ok", [2.0, 1.5]))
     for bad in (float("nan"), float("inf")):
-        with pytest.raises(UserError, match="training diverged: loss became .* at step 2"):
+        with pytest.raises(UserError, match=r"training diverged: loss became .* at step 2"):
             check_finite(trained(tmp_path / str(bad), [2.0, bad, 1.0]))
 
 
@@ -111,7 +111,8 @@ def test_a_cut_pipeline_state_is_one_line(tmp_path: Path) -> None:
     out.mkdir()
     (out / "pipeline_state.json").write_text('{"prepare": {"status": "do')
     r = subprocess.run(
-        [sys.executable, "-m", "qmd_ft", "pipeline", "--config", str(ROOT / "configs/pipeline.yaml"),
+        [sys.executable, "-m", "qmd_ft", "pipeline",
+         "--config", str(ROOT / "configs/pipeline.yaml"),
          "--set", f"pipeline.out={out}", "--set", "pipeline.stages=[prepare]"],
         capture_output=True, text=True, cwd=tmp_path,
     )  # fmt: skip
