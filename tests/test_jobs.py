@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 import zipfile
 from pathlib import Path
@@ -263,8 +264,7 @@ def run_like_hf_jobs(
     if gpus:
         smi.write_text("#!/bin/sh\n" + "".join(f"echo 'GPU {i}: fake'\n" for i in range(gpus)))
         smi.chmod(0o755)
-    container = tmp / f"container-{spec['environment']['QMD_FT_JOB_FOLDER'][-6:]}"
-    container.mkdir()
+    container = Path(tempfile.mkdtemp(dir=tmp, prefix="container-"))  # a fresh machine
     env = {
         "PATH": f"{tmp / 'bin'}:/usr/bin:/bin",
         "HOME": str(container),
@@ -439,6 +439,8 @@ def test_commands_submit_with_hf_jobs(
     assert out.returncode == 0, out.stderr
     (spec,) = hub.state.job_specs.values()
     assert "job" in out.stdout and "qmd-ft jobs logs" in out.stdout
+    hints = [line for line in out.stdout.splitlines() if "qmd-ft jobs " in line]
+    assert len(hints) == 2 and all(h.endswith("--namespace user") for h in hints), out.stdout
     assert spec["secrets"] == {"HF_TOKEN": TOKEN}
     assert TOKEN not in json.dumps({k: v for k, v in spec.items() if k != "secrets"})
     assert word in json.dumps(

@@ -124,6 +124,7 @@ def main() -> int:
     code = proc.wait()
     stop.set()
     syncer.join()
+    code = code if code >= 0 else 128 - code  # killed by a signal: 128 + its number
     outputs.sync(f"exit {code}")
     return code
 
