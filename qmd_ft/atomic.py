@@ -30,7 +30,10 @@ def atomic_open(path: Path, mode: str = "w") -> Iterator[IO]:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as e:  # name the file the user asked for, not the temp one
+            raise type(e)(e.errno, e.strerror, str(path)) from e
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

@@ -175,3 +175,25 @@ def test_disk_full_mid_publish_keeps_the_deployed_release(tmp_path: Path) -> Non
     assert sorted(p.name for p in (reg / "tobil").iterdir()) == [
         ".qmd-query-expansion-1.7B.lock", "qmd-query-expansion-1.7B"
     ]  # fmt: skip
+
+
+def test_disk_full_error_lines() -> None:
+    """Full disk: one line with what to do, named file or not, also wrapped by a library."""
+    import errno
+
+    from qmd_ft.cli import error_line
+
+    line = error_line(OSError(errno.ENOSPC, "No space left on device"))
+    assert line == "no space left on device: free some space, then run the same command again"
+    named = error_line(OSError(errno.ENOSPC, "No space left on device", "out/x.gguf"))
+    assert named is not None and named.startswith("out/x.gguf: no space left on device")
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as e:
+            raise RuntimeError("PytorchStreamWriter failed writing file data/0") from e
+    except RuntimeError as wrapped:
+        assert error_line(wrapped) == line
+    rust = RuntimeError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")
+    assert error_line(rust) == line
+    assert error_line(RuntimeError("a bug")) is None

@@ -4,10 +4,12 @@ SIGTERM, pulled back here, and a cut training run resumed from its uploaded chec
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -77,10 +79,7 @@ def test_outputs_are_committed_while_it_runs_and_on_sigterm(
     assert real in script
     snapshot[f"{folder}/job.py"] = script.replace(real, f"[str(python), '-c', {CHILD!r}]").encode()
 
-    proc = subprocess.Popen([sys.executable, "-c", "import test_jobs_lifecycle as t; t.run()"],
-                            env={**os.environ, "SPEC": repr((spec, hub.url, str(tmp_path)))},
-                            cwd=Path(__file__).parent, stdout=subprocess.PIPE, text=True,
-                            start_new_session=True)  # fmt: skip
+    proc = start_like_hf_jobs(spec, hub, tmp_path)
     try:
         watch(proc, hub, folder, job.id, proj, tmp_path)
     finally:
@@ -111,6 +110,16 @@ def watch(
     assert (proj / "outputs/run/checkpoint-2/trainer_state.json").read_text() == "{}"
 
 
+def start_like_hf_jobs(spec: dict, hub: FakeHub, tmp: Path) -> subprocess.Popen[str]:
+    """The job running in the background as HF runs it (its own session: killable as one)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", "import test_jobs_lifecycle as t; t.run()"],
+        env={**os.environ, "SPEC": repr((spec, hub.url, str(tmp)))},
+        cwd=Path(__file__).parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+
+
 def run() -> None:
     """In a child process: run the job as HF would, and pass its exit code on."""
     import ast
@@ -123,9 +132,7 @@ def run() -> None:
 
     if not Path(tmp, "bin").exists():
         write_uv_shim(Path(tmp, "bin"))
-    container = Path(tmp, "container-sigterm")
-    container.mkdir()
-    os.chdir(container)
+    os.chdir(tempfile.mkdtemp(dir=tmp, prefix="container-"))  # a fresh machine
     os.execvpe(spec["command"][0], spec["command"], env)
 
 
@@ -158,3 +165,74 @@ def test_train_hardware_is_checked_at_submit(
         assert r.returncode == 0, r.stderr
         assert expected in r.stdout, r.stdout
     assert hub.state.requests == []
+
+
+@pytest.mark.slow
+def test_a_cut_training_job_is_pulled_and_resumed(
+    hub: FakeHub, tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`train --hf-jobs` on the tiny model, cut by SIGTERM after its first checkpoint went up:
+    the checkpoint is pulled here, and `--resume-from JOB` finishes the run from it."""
+    for module in ("torch", "trl", "peft"):
+        pytest.importorskip(module)
+    from qmd_ft.data.prepare import prepare
+
+    proj = make_project(tmp_path)
+    monkeypatch.chdir(proj)
+    prepare([Path("data/technical.jsonl")], Path("data/train"), None)
+    monkeypatch.setenv(SYNC_ENV, "1")
+    sets = [f"model.base={tiny_model_dir}", "training.batch_size=2", "training.save_steps=1",
+            "lora.target_modules=[q_proj]", "model.output=outputs/job-sft"]  # fmt: skip
+    args = ["train", "sft", "--config", "configs/sft.yaml", "--max-steps", "3",
+            *(t for kv in sets for t in ("--set", kv)),
+            "--hf-jobs", "--flavor", "cpu-basic"]  # fmt: skip
+    first = cli(*args, hub=hub, tmp=tmp_path, cwd=proj)
+    assert first.returncode == 0, first.stderr
+    job_id = first.stdout.split()[1]
+    spec = hub.state.job_specs[job_id]
+    assert "--device cpu" in spec["environment"]["QMD_FT_COMMAND"]
+    folder = spec["environment"]["QMD_FT_JOB_FOLDER"]
+    ckpt = f"{folder}/outputs/outputs/job-sft/checkpoint-1/trainer_state.json"
+    proc = start_like_hf_jobs(spec, hub, tmp_path)
+    try:
+        deadline = time.monotonic() + 600
+        while ckpt not in hub.state.repos[JOBS_REPO] and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stdout.read()  # type: ignore[union-attr]
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, out
+    assert "checkpoint-3" not in " ".join(hub.state.repos[JOBS_REPO]), "it was cut"
+
+    pulled = cli("jobs", "pull", job_id, hub=hub, tmp=tmp_path, cwd=proj)
+    assert pulled.returncode == 0, pulled.stderr
+    assert (proj / "outputs/job-sft/checkpoint-1/trainer_state.json").is_file()
+
+    again = cli(*args, "--resume-from", job_id, hub=hub, tmp=tmp_path, cwd=proj)
+    assert again.returncode == 0, again.stderr
+    spec2 = hub.state.job_specs[again.stdout.split()[1]]
+    assert spec2["environment"]["QMD_FT_COMMAND"].endswith("--resume")
+    done = run_like_hf_jobs(spec2, hub, tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "resuming from outputs/job-sft/checkpoint-" in done.stdout + done.stderr
+    folder2 = spec2["environment"]["QMD_FT_JOB_FOLDER"]
+    files = hub.state.repos[JOBS_REPO]
+    assert f"{folder2}/outputs/outputs/job-sft/adapter_config.json" in files
+    state = files[f"{folder2}/outputs/outputs/job-sft/trainer_state.json"]
+    assert json.loads(state)["global_step"] == 3
+
+
+def test_the_fake_hub_refuses_what_the_jobs_api_refuses(hub: FakeHub) -> None:
+    """So a check missing on our side fails the tests, as it would fail on the Hub."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    api = HfApi(endpoint=hub.url, token=test_jobs.TOKEN)
+    for kwargs in ({"flavor": "a10g-huge"}, {"flavor": "cpu-basic", "timeout": "0.001s"}):
+        with pytest.raises(HfHubHTTPError) as err:
+            api.run_job(image="python:3.12", command=["true"], namespace="user", **kwargs)
+        assert err.value.response.status_code == 400
+    assert hub.state.jobs == {}
