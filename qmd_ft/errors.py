@@ -68,6 +68,20 @@ def disk_full_line(e: BaseException) -> str | None:
     return None
 
 
+OOM_TEXT = ("out of memory", "can't allocate memory", "Cannot allocate memory")
+
+
+def out_of_memory_line(e: BaseException) -> str | None:
+    """The line for running out of (GPU or host) memory: the batch is too big for the machine."""
+    oom = isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError"
+    if not oom and not any(text in str(e) for text in OOM_TEXT):
+        return None
+    return (
+        "out of memory: lower training.batch_size (or eval.batch_size, max_length) with --set, "
+        "then run again (train: --resume continues from the last checkpoint)"
+    )
+
+
 def is_transport_error(e: BaseException) -> bool:
     """True for an HTTP client's connection or timeout error (no response came back)."""
     return any(

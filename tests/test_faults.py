@@ -197,3 +197,19 @@ def test_disk_full_error_lines() -> None:
     rust = RuntimeError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")
     assert error_line(rust) == line
     assert error_line(RuntimeError("a bug")) is None
+
+
+def test_out_of_memory_and_interrupt_lines(tmp_path: Path) -> None:
+    from qmd_ft.cli import error_line
+
+    cuda = RuntimeError("CUDA out of memory. Tried to allocate 80.00 GiB")
+    host = RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried 9 TB")
+    for e in (MemoryError(), cuda, host):
+        line = error_line(e)
+        assert line is not None and line.startswith("out of memory: lower training.batch_size")
+    interrupt = "import sys; from qmd_ft.cli import main, app\n"
+    interrupt += "def boom(*a, **k): raise KeyboardInterrupt\n"
+    interrupt += "import qmd_ft.cli as c; c.app = boom; sys.argv = ['qmd-ft']; main()"
+    r = subprocess.run([sys.executable, "-c", interrupt], capture_output=True, text=True)
+    assert r.returncode == 130 and r.stderr.startswith("interrupted:"), r.stderr
+    assert r.stderr.count("\n") == 1
