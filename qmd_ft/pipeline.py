@@ -109,11 +109,12 @@ class Pipeline:
     def cached(self, name: str, inputs: str) -> StageResult | None:
         """The last successful run of this stage, when its inputs are unchanged."""
         rec = self.state.get(name)
-        if not rec or rec["inputs"] != inputs or rec.get("status") != "done":
+        if not rec or rec.get("inputs") != inputs or rec.get("status") != "done":
             return None
-        if rec["artifact"] and not Path(rec["artifact"]).exists():
+        artifact = rec.get("artifact")
+        if not isinstance(artifact, str | None) or (artifact and not Path(artifact).exists()):
             return None
-        return StageResult(name, rec["artifact"], rec["key"], skipped=True, inputs=inputs)
+        return StageResult(name, artifact, str(rec.get("key", "")), skipped=True, inputs=inputs)
 
     def record(self, result: StageResult) -> None:
         self.results[result.name] = result

@@ -318,3 +318,16 @@ def test_leftovers_of_a_killed_swap_are_recovered(tmp_path: Path) -> None:
         is not None
     )
     assert sorted(p.name for p in (root / "o").iterdir()) == [".r.lock", "r"]
+
+
+def test_non_ascii_names_and_a_cut_commit_log_are_one_line(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="expected owner/name"):
+        check_repo_name("ownér/name", force=True)
+    src = tmp_path / "config.json"
+    src.write_text("{}")
+    reg = LocalRegistry(tmp_path / "reg")
+    reg.upload("o/r", {"config.json": src}, "one")
+    log = tmp_path / "reg/o/r/.commits.jsonl"
+    log.write_text(log.read_text()[:-10])
+    with pytest.raises(UserError, match="unreadable commit log"):
+        reg.upload("o/r", {"config.json": src}, "two", reg.head("o/r"))

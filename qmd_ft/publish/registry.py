@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 EVAL_FILE = "eval_results.json"
 RETRIEVAL_FILE = "retrieval_results.json"
 STAGE_SUFFIX = re.compile(r"-(v\d+|sft|grpo)$", re.IGNORECASE)
-NAME_PART = re.compile(r"[A-Za-z0-9_](?:[\w.-]{0,94}[A-Za-z0-9_])?")
+NAME_PART = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?")
 """One owner or name: the Hub's rule (letters, digits, `_.-`, not starting or ending with
 `.`/`-`), which also keeps `.`, `..` and hidden names out of a local registry's folders."""
 
@@ -151,7 +151,13 @@ class LocalRegistry:
             lines = (dest / LOG).read_text(encoding="utf-8").splitlines()
         except FileNotFoundError:
             return None
-        return json.loads(lines[-1])["commit"] if lines else None
+        try:
+            return str(json.loads(lines[-1])["commit"]) if lines else None
+        except (ValueError, KeyError, TypeError) as e:
+            raise UserError(
+                f"{dest / LOG}: unreadable commit log (edited by hand?): restore it, or move the "
+                "repo folder away to publish into a fresh one"
+            ) from e
 
     def head(self, repo: str) -> str | None:
         with self._locked(repo) as dest:
