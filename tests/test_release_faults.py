@@ -331,3 +331,37 @@ def test_non_ascii_names_and_a_cut_commit_log_are_one_line(tmp_path: Path) -> No
     log.write_text(log.read_text()[:-10])
     with pytest.raises(UserError, match="unreadable commit log"):
         reg.upload("o/r", {"config.json": src}, "two", reg.head("o/r"))
+
+
+def test_the_pipeline_gguf_stage_publishes_card_eval_and_verified_files_pinned(
+    tmp_path: Path,
+) -> None:
+    """publish → publish_gguf as the pipeline runs them (stage results stand in for training):
+    the twin gets the verified GGUF, its card and the eval; run again after a failed twin
+    commit, only the twin is committed."""
+    from qmd_ft.config import load_config
+    from qmd_ft.pipeline import Pipeline, StageResult
+
+    m1 = make_model(tmp_path, "merged", "one")
+    r1 = make_results(tmp_path, m1, 0.6, "results.json")
+    g = make_gguf_dir(tmp_path / "gguf", {"m-f16.gguf": True, "m-q8_0.gguf": False})
+    (g / ".m-f16.gguf.partial").write_bytes(b"half")
+    cfg = load_config(None, [f"publish.registry={tmp_path / 'reg'}"])
+    reg = LocalRegistry(tmp_path / "reg")
+    pipe = Pipeline(cfg, cfg, cfg, "cuda", tmp_path / "run", reg, log=lambda _: None)
+    pipe.results = {
+        "merge": StageResult("merge", str(m1), ""),
+        "eval": StageResult("eval", str(r1), ""),
+        "gguf": StageResult("gguf", str(g), ""),
+    }
+    published = pipe.stage_publish()
+    assert published.artifact == f"local:{REPO}", published
+    twin = pipe.stage_publish_gguf()
+    assert twin.artifact == f"local:{REPO}-gguf", twin
+    files = tree(tmp_path / "reg" / (REPO + "-gguf"))
+    assert set(files) == {"m-f16.gguf", "Modelfile", "README.md", "eval_results.json"}
+    assert b"m-f16.gguf" in files["README.md"]
+    main_log = (tmp_path / "reg" / REPO / ".commits.jsonl").read_text().splitlines()
+    again = pipe.stage_publish_gguf()  # e.g. a rerun after the twin's commit failed
+    assert again.artifact == twin.artifact
+    assert (tmp_path / "reg" / REPO / ".commits.jsonl").read_text().splitlines() == main_log
