@@ -415,7 +415,7 @@ def test_train_job_on_the_tiny_model(
     job = submit_cli_job(argv, Path("configs/sft.yaml"), flavor="a10g-large", timeout="1h")
     spec = hub.state.job_specs[job.id]
     folder = spec["environment"]["QMD_FT_JOB_FOLDER"]
-    done = run_like_hf_jobs(spec, hub, tmp_path)
+    done = run_like_hf_jobs(spec, hub, tmp_path, gpus=1)  # the a10g's GPU, seen by nvidia-smi
     assert done.returncode == 0, done.stdout + done.stderr
     files = hub.state.repos[JOBS_REPO]
     assert f"{folder}/outputs/outputs/job-sft/adapter_config.json" in files
