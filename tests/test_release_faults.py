@@ -365,3 +365,31 @@ def test_the_pipeline_gguf_stage_publishes_card_eval_and_verified_files_pinned(
     again = pipe.stage_publish_gguf()  # e.g. a rerun after the twin's commit failed
     assert again.artifact == twin.artifact
     assert (tmp_path / "reg" / REPO / ".commits.jsonl").read_text().splitlines() == main_log
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    ['{"kind": "gguf", "files": [{"file": "m.gg', '["gguf"]',
+     '{"kind": "gguf", "files": [3, {"file": "../m1/config.json", "verified": true}]}'],
+)  # fmt: skip
+def test_a_damaged_export_manifest_publishes_nothing(tmp_path: Path, manifest: str) -> None:
+    m1 = make_model(tmp_path, "m1", "one")
+    r1 = make_results(tmp_path, m1, 0.6, "r1.json")
+    g = make_gguf_dir(tmp_path / "g", {"m.gguf": True})
+    (g / "manifest.json").write_text(manifest)
+    reg = tmp_path / "reg"
+    out = publish("--model", str(m1), "--eval", str(r1), "--gguf", str(g), "--registry", str(reg))
+    assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
+    assert not reg.exists()
+
+
+def test_network_down_mid_publish_is_one_line(tmp_path: Path) -> None:
+    m1 = make_model(tmp_path, "m1", "one")
+    r1 = make_results(tmp_path, m1, 0.6, "r1.json")
+    env = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_TOKEN": TOKEN, "HF_HOME": str(tmp_path / "h"),
+           "HF_HUB_ETAG_TIMEOUT": "1", "HF_HUB_DOWNLOAD_TIMEOUT": "1"}  # fmt: skip
+    out = publish("--model", str(m1), "--eval", str(r1), env=env)
+    assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
+    assert "cannot reach http://127.0.0.1:9" in out.stderr and "run the same command again" in (
+        out.stderr
+    )

@@ -226,11 +226,17 @@ def verified_gguf_files(gguf_dir: Path) -> dict[str, Path]:
     Anything else in the folder (an interrupted export's temp file, a GGUF that failed or
     skipped verification, a file copied in by hand) is not a release file.
     """
-    manifest = read_manifest(gguf_dir) if gguf_dir.is_dir() else None
-    if not manifest or manifest.get("kind") != "gguf":
+    try:
+        manifest = read_manifest(gguf_dir) if gguf_dir.is_dir() else None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"{gguf_dir / MANIFEST}: unreadable (cut mid-write?): export again") from e
+    if not isinstance(manifest, dict) or manifest.get("kind") != "gguf":
         raise UserError(f"{gguf_dir}: no GGUF export manifest: export with `qmd-ft export gguf`")
     out: dict[str, Path] = {}
-    for entry in manifest.get("files") or []:
+    entries = manifest.get("files")
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, dict):
+            continue
         path = gguf_dir / str(entry.get("file", ""))
         if entry.get("verified") is not True or path.parent != gguf_dir or not path.is_file():
             continue
@@ -242,8 +248,10 @@ def verified_gguf_files(gguf_dir: Path) -> dict[str, Path]:
             f"{gguf_dir}: no verified .gguf file in its manifest (exported with --no-verify, "
             "or verification failed): export again with verification"
         )
-    modelfile = gguf_dir / str((manifest.get("modelfile") or {}).get("file", ""))
-    if (manifest.get("modelfile") or {}).get("from") in out and modelfile.is_file():
+    named = manifest.get("modelfile")
+    named = named if isinstance(named, dict) else {}
+    modelfile = gguf_dir / str(named.get("file", ""))
+    if named.get("from") in out and modelfile.parent == gguf_dir and modelfile.is_file():
         out[modelfile.name] = modelfile
     return out
 
