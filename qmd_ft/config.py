@@ -4,6 +4,11 @@ The keys are QMD's original `configs/sft.yaml` / `configs/grpo.yaml` keys (so th
 unchanged), plus sections for the stages QMD ran by hand: eval, export, publish. Unknown keys
 and bad values are errors naming the key path and the file, because a typo in a training config
 silently falling back to a default costs a GPU run.
+
+Config files are input a user may get from anywhere, so loading is bounded: a size cap, a cap on
+YAML aliases (an "alias bomb" expands to gigabytes) and on nesting depth, no `.inf`/`.nan`
+numbers (a learning rate of infinity trains NaN weights), sizes capped far above any real run,
+and error lines that quote at most a short prefix of a bad value.
 """
 
 from __future__ import annotations
@@ -20,10 +25,91 @@ from qmd_ft.resources import locate, locate_glob
 DEFAULT_REPO = "tobil/qmd-query-expansion-1.7B"
 
 
-class Section(BaseModel):
-    """Strict base: unknown keys are errors, values are checked on assignment too."""
+MAX_CONFIG_BYTES = 1_000_000
+MAX_VALUES = 100_000
+MAX_DEPTH = 32
+MAX_SHOWN = 60
+"""Characters of a bad value quoted in an error line."""
+SIZE = 1 << 20
+"""Upper bound of batch sizes, lengths and ranks: far above any real run, far below overflow."""
+STEPS = 1 << 40
+SEED = (1 << 32) - 1
+"""numpy's seed range, the narrowest of the RNGs a seed reaches."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing nesting deep enough to blow the stack."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise _LimitError(
+                f"nested deeper than {MAX_DEPTH} levels", self.peek_event().start_mark
+            )
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+class _LimitError(yaml.YAMLError):
+    def __init__(self, problem: str, mark: Any):
+        super().__init__(problem)
+        self.problem = problem
+        self.problem_mark = mark
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """How many values the document holds once its aliases are expanded (memoized per node)."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node, seen: frozenset[int]) -> int:
+        if id(node) in seen:
+            raise _LimitError("a YAML alias refers to itself", node.start_mark)
+        if id(node) not in sizes:
+            children = node.value if isinstance(node.value, list) else []
+            flat = [c for pair in children for c in (pair if isinstance(pair, tuple) else [pair])]
+            sizes[id(node)] = 1 + sum(size(c, seen | {id(node)}) for c in flat)
+        return sizes[id(node)]
+
+    return size(root, frozenset())
+
+
+def _safe_yaml(text: str) -> Any:
+    """`yaml.safe_load` within the caps; raises yaml.YAMLError."""
+    loader = _BoundedLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node) > MAX_VALUES:
+            raise _LimitError(
+                f"more than {MAX_VALUES} values once its aliases (*name) are expanded",
+                node.start_mark,
+            )
+        try:
+            return loader.construct_document(node)
+        except (ValueError, OverflowError) as e:
+            raise _LimitError(f"a value cannot be read: {shorten(str(e))}", None) from e
+    finally:
+        loader.dispose()
+
+
+def shorten(value: Any) -> str:
+    """`repr(value)`, cut to a short prefix: an error line never echoes a huge value."""
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN else f"{text[:MAX_SHOWN]}… ({len(text)} chars)"
+
+
+class Section(BaseModel):
+    """Strict base: unknown keys are errors, values are checked on assignment too, and
+    infinite or NaN numbers are refused."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelConfig(Section):
@@ -65,7 +151,7 @@ class DatasetConfig(Section):
     )
     eval_split: float = Field(default=0.1, ge=0.0, lt=1.0)
     max_samples: int | None = Field(default=None, gt=0)
-    seed: int = 42
+    seed: int = Field(default=42, ge=0, le=SEED)
     evals: str | None = Field(
         default="evals/queries.txt",
         description="Eval queries kept out of the training split; null: no eval set.",
@@ -95,20 +181,20 @@ class DatasetConfig(Section):
 class TrainingConfig(Section):
     """Optimizer and schedule; the same keys drive both backends."""
 
-    epochs: float = Field(default=1, gt=0)
-    batch_size: int = Field(default=4, gt=0)
-    gradient_accumulation_steps: int = Field(default=1, gt=0)
+    epochs: float = Field(default=1, gt=0, le=1e6)
+    batch_size: int = Field(default=4, gt=0, le=SIZE)
+    gradient_accumulation_steps: int = Field(default=1, gt=0, le=SIZE)
     learning_rate: float = Field(default=2e-4, gt=0)
-    max_length: int = Field(default=512, gt=0)
+    max_length: int = Field(default=512, gt=0, le=SIZE)
     warmup_ratio: float = Field(default=0.0, ge=0.0, lt=1.0)
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
     max_grad_norm: float = Field(default=1.0, gt=0)
-    max_steps: int | None = Field(default=None, gt=0)
+    max_steps: int | None = Field(default=None, gt=0, le=STEPS)
     weight_decay: float = Field(default=0.0, ge=0.0)
-    seed: int = 42
-    logging_steps: int = Field(default=10, gt=0)
-    save_steps: int = Field(default=100, gt=0)
-    eval_steps: int | None = Field(default=None, gt=0)
+    seed: int = Field(default=42, ge=0, le=SEED)
+    logging_steps: int = Field(default=10, gt=0, le=STEPS)
+    save_steps: int = Field(default=100, gt=0, le=STEPS)
+    eval_steps: int | None = Field(default=None, gt=0, le=STEPS)
     gradient_checkpointing: bool = False
     # Speed switches (cuda backend; mlx ignores them). Off by default: the plain recipe.
     padding_free: bool = Field(default=False, description="One row per batch, no pad tokens.")
@@ -124,15 +210,15 @@ class TrainingConfig(Section):
     @field_validator("tokens_per_batch")
     @classmethod
     def _positive_tokens(cls, v: int | str | None) -> int | str | None:
-        if isinstance(v, int) and v <= 0:
-            raise ValueError("must be > 0 or 'auto'")
+        if isinstance(v, int) and not 0 < v <= STEPS:
+            raise ValueError(f"must be > 0 and <= {STEPS}, or 'auto'")
         return v
 
 
 class LoraConfig(Section):
     """LoRA adapter shape; leaving the whole section out means full fine-tuning."""
 
-    rank: int = Field(default=16, gt=0)
+    rank: int = Field(default=16, gt=0, le=SIZE)
     alpha: float = Field(default=32, gt=0)
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     target_modules: list[str] = Field(
@@ -152,16 +238,16 @@ class LoraConfig(Section):
 class GrpoConfig(Section):
     """GRPO settings; names follow TRL's GRPOConfig so the mapping is one-to-one."""
 
-    num_generations: int = Field(default=4, ge=2)
-    max_completion_length: int = Field(default=200, gt=0)
-    max_prompt_length: int = Field(default=128, gt=0)
+    num_generations: int = Field(default=4, ge=2, le=SIZE)
+    max_completion_length: int = Field(default=200, gt=0, le=SIZE)
+    max_prompt_length: int = Field(default=128, gt=0, le=SIZE)
     beta: float = Field(default=0.04, description="KL penalty to the SFT model; must be > 0.")
     temperature: float = Field(default=1.0, gt=0)
     top_p: float = Field(default=1.0, gt=0, le=1.0)
     loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = "dapo"
     epsilon: float = Field(default=0.2, gt=0)
     scale_rewards: Literal["group", "batch", "none"] = "group"
-    num_iterations: int = Field(default=1, gt=0)
+    num_iterations: int = Field(default=1, gt=0, le=SIZE)
 
     @field_validator("beta")
     @classmethod
@@ -178,11 +264,11 @@ class EvalConfig(Section):
     """How eval generates; greedy by default so scores are reproducible."""
 
     queries: str = "evals/queries.txt"
-    max_new_tokens: int = Field(default=200, gt=0)
-    batch_size: int = Field(default=16, gt=0)
+    max_new_tokens: int = Field(default=200, gt=0, le=SIZE)
+    batch_size: int = Field(default=16, gt=0, le=SIZE)
     temperature: float = Field(default=0.0, ge=0.0)
     top_p: float = Field(default=1.0, gt=0, le=1.0)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=SEED)
     fast_generation: bool = Field(default=False, description="Static KV cache decoder (cuda).")
     compile_generation: bool = False
 
@@ -206,7 +292,7 @@ class PublishConfig(Section):
     private: bool = False
     min_delta: float = Field(default=0.0, description="Mean score delta (points) to beat.")
     min_ci_lower: float = Field(default=-0.5, description="Lower 95% CI bound (points).")
-    bootstrap_samples: int = Field(default=10_000, gt=0)
+    bootstrap_samples: int = Field(default=10_000, gt=0, le=10_000_000)
 
     @property
     def resolved_gguf_repo(self) -> str:
@@ -278,10 +364,10 @@ def _error_line(source: str, err: ValidationError) -> str:
     """One line per pydantic error: `FILE: key.path: what is wrong`."""
     parts = []
     for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"]) or "<root>"
+        path = ".".join(str(p) for p in e["loc"])[:200] or "<root>"
         msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
         if e["type"] != "extra_forbidden" and "input" in e and not isinstance(e["input"], dict):
-            msg += f" (got {e['input']!r})"
+            msg += f" (got {shorten(e['input'])})"
         parts.append(f"{source}: {path}: {msg}")
     return "; ".join(parts)
 
@@ -292,14 +378,18 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
     for pair in pairs or []:
         key, sep, raw = pair.partition("=")
         if not sep or not key.strip():
-            raise UserError(f"--set {pair!r}: expected key.path=value")
+            raise UserError(f"--set {shorten(pair)}: expected key.path=value")
         node = out
         keys = key.strip().split(".")
         for k in keys[:-1]:
             node = node.setdefault(k, {})
             if not isinstance(node, dict):
-                raise UserError(f"--set {pair!r}: {k} is set twice")
-        node[keys[-1]] = yaml.safe_load(raw) if raw.strip() else None
+                raise UserError(f"--set {shorten(pair)}: {k} is set twice")
+        try:
+            node[keys[-1]] = _safe_yaml(raw) if raw.strip() else None
+        except yaml.YAMLError as e:
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise UserError(f"--set {shorten(pair)}: invalid YAML value: {problem}") from e
     return out
 
 
@@ -329,8 +419,12 @@ def load_config(
         p = locate(path)
         if not p.is_file():
             raise UserError(f"{source}: config file not found")
+        if p.stat().st_size > MAX_CONFIG_BYTES:
+            raise UserError(
+                f"{source}: {p.stat().st_size} bytes; a config is at most {MAX_CONFIG_BYTES}"
+            )
         try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+            loaded = _safe_yaml(p.read_text(encoding="utf-8"))
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f":{mark.line + 1}" if mark else ""

@@ -8,6 +8,7 @@ which say what the user must fix and would only bury it under a traceback.
 
 from __future__ import annotations
 
+import errno
 import re
 from urllib.parse import urlsplit
 
@@ -33,11 +34,52 @@ _TRANSPORT_ERRORS = {
 
 
 def os_error_line(e: OSError) -> str | None:
-    """`PATH: strerror` for an OSError about a named file, None when it names none."""
-    if e.filename is None:
+    """`PATH: strerror` for an OSError about a named file, None when it names none.
+
+    A full disk (or quota) is the user's to fix whatever file it hit, so it always gets its
+    line, with what to do next: writes go to a temp name first, so no output is left cut.
+    """
+    full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+    if e.filename is None and not full:
         return None
-    where = str(e.filename) if e.filename2 is None else f"{e.filename} -> {e.filename2}"
-    return f"{where}: {e.strerror or e}"
+    where = "" if e.filename is None else f"{e.filename}: "
+    if e.filename2 is not None:
+        where = f"{e.filename} -> {e.filename2}: "
+    if full:
+        return f"{where}no space left on device: free some space, then run the same command again"
+    return f"{where}{e.strerror or e}"
+
+
+DISK_FULL_TEXT = ("No space left on device", "StorageFull", "Disk quota exceeded")
+"""How libraries that wrap the OS error (torch's writer, safetensors' Rust side) word it."""
+
+
+def disk_full_line(e: BaseException) -> str | None:
+    """The disk-full line for an error caused by a full disk somewhere in its chain, or None."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno in (errno.ENOSPC, errno.EDQUOT):
+            return os_error_line(cur)
+        if any(text in str(cur) for text in DISK_FULL_TEXT):
+            return "no space left on device: free some space, then run the same command again"
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+OOM_TEXT = ("out of memory", "can't allocate memory", "Cannot allocate memory")
+
+
+def out_of_memory_line(e: BaseException) -> str | None:
+    """The line for running out of (GPU or host) memory: the batch is too big for the machine."""
+    oom = isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError"
+    if not oom and not any(text in str(e) for text in OOM_TEXT):
+        return None
+    return (
+        "out of memory: lower training.batch_size (or eval.batch_size, max_length) with --set, "
+        "then run again (train: --resume continues from the last checkpoint)"
+    )
 
 
 def is_transport_error(e: BaseException) -> bool:

@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qmd_ft.atomic import write_text_atomic
 from qmd_ft.backend import TrainRequest, get_backend
 from qmd_ft.config import Config, load_config
 from qmd_ft.data.prepare import inputs_hash, prepare
 from qmd_ft.data.reader import resolve_paths
 from qmd_ft.errors import UserError
 from qmd_ft.evaluation import load_results, run_eval, write_results
+from qmd_ft.finite import check_finite
 from qmd_ft.gate import GateRule, compare
 from qmd_ft.manifest import file_sha256
 from qmd_ft.progress import ProgressFn, counter
@@ -85,21 +87,34 @@ class Pipeline:
         return self.out / STATE_FILE
 
     def load_state(self) -> None:
-        if self.state_path.is_file():
-            self.state = json.loads(self.state_path.read_text(encoding="utf-8"))
+        """Read the last run's state; a file that is not a state (cut, edited) is refused."""
+        if not self.state_path.is_file():
+            return
+        try:
+            state = json.loads(self.state_path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            state = None
+        if not isinstance(state, dict) or not all(isinstance(v, dict) for v in state.values()):
+            raise UserError(
+                f"{self.state_path}: unreadable pipeline state: delete it to rerun every stage "
+                "(finished stages' outputs are kept but redone)"
+            )
+        self.state = state
 
     def save_state(self) -> None:
+        """Write the state whole (temp file + rename): a kill never leaves half of it."""
         self.out.mkdir(parents=True, exist_ok=True)
-        self.state_path.write_text(json.dumps(self.state, indent=2) + "\n", encoding="utf-8")
+        write_text_atomic(self.state_path, json.dumps(self.state, indent=2) + "\n")
 
     def cached(self, name: str, inputs: str) -> StageResult | None:
         """The last successful run of this stage, when its inputs are unchanged."""
         rec = self.state.get(name)
-        if not rec or rec["inputs"] != inputs or rec.get("status") != "done":
+        if not rec or rec.get("inputs") != inputs or rec.get("status") != "done":
             return None
-        if rec["artifact"] and not Path(rec["artifact"]).exists():
+        artifact = rec.get("artifact")
+        if not isinstance(artifact, str | None) or (artifact and not Path(artifact).exists()):
             return None
-        return StageResult(name, rec["artifact"], rec["key"], skipped=True, inputs=inputs)
+        return StageResult(name, artifact, str(rec.get("key", "")), skipped=True, inputs=inputs)
 
     def record(self, result: StageResult) -> None:
         self.results[result.name] = result
@@ -166,6 +181,7 @@ class Pipeline:
         if hit := self.cached("sft", inputs):
             return hit
         adapter = get_backend(self.backend).sft(self.begin_training("sft", inputs, self.sft_cfg))
+        check_finite(adapter)
         return StageResult("sft", str(adapter), _last_loss(adapter), inputs=inputs)
 
     def stage_grpo(self) -> StageResult:
@@ -177,6 +193,7 @@ class Pipeline:
         self.grpo_cfg.model.sft = self.results["sft"].artifact
         req = self.begin_training("grpo", inputs, self.grpo_cfg)
         adapter = get_backend(self.backend).grpo(req)
+        check_finite(adapter)
         return StageResult("grpo", str(adapter), _last_reward(adapter), inputs=inputs)
 
     def merge_inputs(self) -> tuple[str, list[str]]:
@@ -288,15 +305,28 @@ class Pipeline:
         return StageResult("gguf", str(out), summary, inputs=inputs)
 
     def stage_publish_gguf(self) -> StageResult:
-        if not self.gate_passed() or "gguf" not in self.results:
+        if "gguf" not in self.results:
             return StageResult("publish_gguf", None, "skipped")
-        repo = self.cfg.publish.resolved_gguf_repo
-        gguf_dir = Path(self.results["gguf"].artifact)
-        files = {p.name: p for p in sorted(gguf_dir.iterdir()) if p.is_file()}
+        # The same release plan as `publish --gguf`: verified files, card and eval, pinned. The
+        # twin follows the main repo: published only when that serves this candidate (the
+        # publish stage deployed it, now or in a run whose twin commit failed).
+        plan = plan_release(
+            Path(self.results["merge"].artifact),
+            Path(self.results["eval"].artifact),
+            self.registry,
+            self.cfg.publish.repo,
+            self.rule,
+            self.evaluator,
+            gguf_dir=Path(self.results["gguf"].artifact),
+            gguf_repo=self.cfg.publish.resolved_gguf_repo,
+        )
+        repo = plan.gguf_repo
         if self.dry_run:
-            self.log(f"dry run: would publish {len(files)} GGUF file(s) to {repo}")
+            self.log(f"dry run: would publish {len(plan.gguf_files)} GGUF file(s) to {repo}")
             return StageResult("publish_gguf", None, f"dry run → {repo}")
-        commit = self.registry.upload(repo, files, "qmd-ft release: GGUF builds")
+        if not plan.deployed:
+            return StageResult("publish_gguf", None, f"skipped: {plan.repo} does not serve it")
+        commit = execute(plan, self.registry)[-1]
         return StageResult("publish_gguf", f"{self.registry.name}:{repo}", commit)
 
     def run(self, stages: list[str], on_stage: Callable[[StageResult], None]) -> None:

@@ -14,24 +14,44 @@ Checkpoints of both backends are `OUT/checkpoint-N/` with `trainer_state.json`, 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
+from qmd_ft.atomic import write_text_atomic
 from qmd_ft.errors import UserError
 
 PREFIX = "checkpoint-"
 STATE = "trainer_state.json"
 
 
+def _readable_state(checkpoint: Path) -> bool:
+    """Whether the checkpoint's trainer_state.json parses (a kill mid-write cuts it)."""
+    try:
+        return isinstance(json.loads((checkpoint / STATE).read_text(encoding="utf-8")), dict)
+    except (OSError, ValueError):
+        return False
+
+
 def latest_checkpoint(out: Path) -> Path | None:
-    """The complete checkpoint (one with its trainer_state.json) with the highest step."""
+    """The complete checkpoint with the highest step: one whose trainer_state.json (written
+    last) is there and readable. A newer one that is not is skipped, with a line saying so,
+    rather than picked and failing to load (or loading half a state)."""
     if not out.is_dir():
         return None
-    found = [
-        (int(p.name[len(PREFIX) :]), p)
-        for p in out.glob(f"{PREFIX}*")
-        if p.name[len(PREFIX) :].isdigit() and (p / STATE).is_file()
-    ]
-    return max(found)[1] if found else None
+    found = sorted(
+        ((int(p.name[len(PREFIX) :]), p) for p in out.glob(f"{PREFIX}*")
+         if p.name[len(PREFIX) :].isdigit() and p.is_dir()),
+        reverse=True,
+    )  # fmt: skip
+    for _, checkpoint in found:
+        if _readable_state(checkpoint):
+            return checkpoint
+        if (checkpoint / STATE).exists():
+            print(
+                f"skipping {checkpoint}: its {STATE} is unreadable (cut mid-write?)",
+                file=sys.stderr,
+            )
+    return None
 
 
 def planned_steps(checkpoint: Path) -> int | None:
@@ -49,7 +69,7 @@ def record_planned_steps(checkpoint: Path, total: int) -> None:
     path = checkpoint / STATE
     state = json.loads(path.read_text(encoding="utf-8"))
     state["max_steps"] = total
-    path.write_text(json.dumps(state) + "\n", encoding="utf-8")
+    write_text_atomic(path, json.dumps(state) + "\n")
 
 
 def check_resume_steps(checkpoint: Path | str | None, max_steps: int | None) -> None:

@@ -2,10 +2,14 @@
 
 Used so tests exercise the real client code (HF_ENDPOINT points here): create repo, preupload
 (every file "regular", so content travels inline and no LFS/xet storage is needed), commit
-(ndjson), tree listing, model info, file resolve (HEAD/GET), YAML validation, for model and
-dataset repos; every commit is kept, so downloads pinned to a commit get that commit's files.
+(ndjson: added, LFS and deleted files, `parentCommit` checked like the Hub: 412 when the
+branch moved on), the LFS batch API and uploads (files of `lfs_threshold` bytes or more go
+through it, as on the Hub), tree listing, repo info, file resolve (HEAD/GET), YAML
+validation, for model and dataset repos; every commit is kept, so downloads pinned to a commit
+get that commit's files.
 It also speaks the Jobs API (whoami, run, list, inspect, cancel, logs as server-sent events),
-storing each job spec as received. Every request is recorded, so tests can assert what reached
+storing each job spec as received, and refusing an unknown flavor or a timeout under one
+second with a 400 as the Hub does. Every request is recorded, so tests can assert what reached
 the server (and what didn't, like secrets).
 """
 
@@ -14,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import secrets
 import threading
 import time
@@ -42,6 +47,12 @@ class HubState:
     jobs: dict[str, dict] = field(default_factory=dict)
     job_specs: dict[str, dict] = field(default_factory=dict)
     job_logs: dict[str, list[str]] = field(default_factory=dict)
+    heads: dict[str, str] = field(default_factory=dict)
+    lfs: dict[str, bytes] = field(default_factory=dict)
+    lfs_threshold: int = 10_000_000
+    """Files this large, or named like weights (`LFS_SUFFIXES`), go through LFS."""
+    fail_repos: set[str] = field(default_factory=set)
+    """Repo keys whose commits get a 500, as an outage between two commits would."""
 
 
 def _sha(repo: dict[str, bytes]) -> str:
@@ -49,6 +60,16 @@ def _sha(repo: dict[str, bytes]) -> str:
     for k in sorted(repo):
         h.update(k.encode() + hashlib.sha1(repo[k]).digest())
     return h.hexdigest()
+
+
+LFS_SUFFIXES = (".safetensors", ".gguf", ".bin", ".whl")
+"""What the Hub's default .gitattributes sends to LFS (the patterns this project uploads)."""
+
+
+def _flavors() -> set[str]:
+    from huggingface_hub import JobHardware
+
+    return {h.value for h in JobHardware}
 
 
 def _now() -> str:
@@ -103,10 +124,20 @@ def make_handler(state: HubState) -> type[BaseHTTPRequestHandler]:
                 return self._whoami()
             if parts[:2] == ["api", "jobs"] and len(parts) >= 3:
                 return self._jobs_get(parts[2:])
-            if parts[0] == "api" and parts[1] in REPO_KINDS and len(parts) >= 5:
+            if parts[0] == "api" and len(parts) > 1 and parts[1] in REPO_KINDS and len(parts) >= 4:
                 key = REPO_KINDS[parts[1]] + f"{parts[2]}/{parts[3]}"
                 if key not in state.repos:
                     return self._not_found("RepoNotFound")
+                if len(parts) == 4 or parts[4] == "revision":
+                    rev = parts[5] if len(parts) > 5 else "main"
+                    if rev != "main" and rev not in state.snapshots.get(key, {}):
+                        return self._not_found("RevisionNotFound")
+                    files = self._files(key, rev)
+                    return self._send(200, {
+                        "id": f"{parts[2]}/{parts[3]}", "modelId": f"{parts[2]}/{parts[3]}",
+                        "sha": rev if rev != "main" else state.heads.get(key), "private": False,
+                        "siblings": [{"rfilename": p} for p in sorted(files)],
+                    })  # fmt: skip
                 if parts[4] == "tree":
                     files = self._files(key, parts[5] if len(parts) > 5 else "main")
                     return self._send(200, [
@@ -114,13 +145,6 @@ def make_handler(state: HubState) -> type[BaseHTTPRequestHandler]:
                          "oid": hashlib.sha1(b).hexdigest()}
                         for p, b in sorted(files.items())
                     ])  # fmt: skip
-                if parts[4] == "revision":
-                    files = state.repos[key]
-                    return self._send(200, {
-                        "id": f"{parts[2]}/{parts[3]}", "modelId": f"{parts[2]}/{parts[3]}",
-                        "sha": _sha(files), "private": False,
-                        "siblings": [{"rfilename": p} for p in sorted(files)],
-                    })  # fmt: skip
             return self._resolve()
 
         def _resolve(self) -> None:
@@ -135,15 +159,47 @@ def make_handler(state: HubState) -> type[BaseHTTPRequestHandler]:
                 data = files.get("/".join(parts[4:]))
                 if data is None:
                     return self._not_found("EntryNotFound")
+                rev = parts[3] if parts[3] in state.snapshots.get(key, {}) else None
                 return self._send(200, data, {
                     "ETag": f'"{hashlib.sha1(data).hexdigest()}"',
-                    "X-Repo-Commit": _sha(files),
+                    "X-Repo-Commit": rev or state.heads.get(key) or _sha(files),
                 })  # fmt: skip
             return self._not_found("NotFound")
+
+        def do_PUT(self) -> None:
+            """An LFS upload (the `href` the batch API handed out): stored by its sha256."""
+            body = self._record()
+            parts = self._parts()
+            if (
+                len(parts) == 2
+                and parts[0] == "lfs-upload"
+                and hashlib.sha256(body).hexdigest() == parts[1]
+            ):
+                state.lfs[parts[1]] = body
+                return self._send(200, b"")
+            return self._send(400, {"error": "bad LFS upload"})
+
+        def _lfs_batch(self, body: bytes) -> None:
+            req = json.loads(body)
+            host = f"http://{self.headers['Host']}"
+            return self._send(200, {"transfer": "basic", "objects": [
+                {"oid": o["oid"], "size": o["size"]}
+                if o["oid"] in state.lfs else
+                {"oid": o["oid"], "size": o["size"],
+                 "actions": {"upload": {"href": f"{host}/lfs-upload/{o['oid']}"}}}
+                for o in req["objects"]
+            ]})  # fmt: skip
 
         def do_POST(self) -> None:
             body = self._record()
             parts = self._parts()
+            if parts[-3:] == ["info", "lfs", "objects"] or parts[-4:] == [
+                "info",
+                "lfs",
+                "objects",
+                "batch",
+            ]:
+                return self._lfs_batch(body)
             if parts == ["api", "repos", "create"]:
                 req = json.loads(body)
                 repo = f"{req.get('organization') or req.get('namespace', 'user')}/{req['name']}"
@@ -168,7 +224,9 @@ def make_handler(state: HubState) -> type[BaseHTTPRequestHandler]:
                 if parts[4] == "preupload":
                     files = json.loads(body)["files"]
                     return self._send(200, {"files": [
-                        {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                        {"path": f["path"], "shouldIgnore": False,
+                         "uploadMode": "lfs" if f["size"] >= state.lfs_threshold
+                                        or f["path"].endswith(LFS_SUFFIXES) else "regular"}
                         for f in files
                     ]})  # fmt: skip
                 if parts[4] == "commit":
@@ -176,17 +234,36 @@ def make_handler(state: HubState) -> type[BaseHTTPRequestHandler]:
             return self._not_found("NotFound")
 
         def _commit(self, key: str, body: bytes) -> None:
-            header = None
-            for line in body.splitlines():
-                item = json.loads(line)
-                if item["key"] == "header":
-                    header = item["value"]
-                elif item["key"] == "file":
-                    v = item["value"]
-                    state.repos[key][v["path"]] = base64.b64decode(v["content"])
-            state.commits.setdefault(key, []).append(header["summary"] if header else "")
-            oid = _sha(state.repos[key])
-            state.snapshots.setdefault(key, {})[oid] = dict(state.repos[key])
+            """Apply one commit whole, or nothing: a stale parent or unknown LFS object fails it."""
+            if key in state.fail_repos:
+                return self._send(500, {"error": "internal error"}, {"X-Error-Message": "outage"})
+            items = [json.loads(line) for line in body.splitlines()]
+            header = next((i["value"] for i in items if i["key"] == "header"), {})
+            parent = header.get("parentCommit")
+            if parent is not None and parent != state.heads.get(key):
+                msg = "A commit has happened since. Please refresh and try again."
+                return self._send(412, {"error": msg}, {"X-Error-Message": msg})
+            files = dict(state.repos[key])
+            for item in items:
+                v = item["value"]
+                if item["key"] == "file":
+                    files[v["path"]] = base64.b64decode(v["content"])
+                elif item["key"] == "lfsFile":
+                    if v["oid"] not in state.lfs:
+                        return self._send(422, {"error": f"LFS object {v['oid']} not uploaded"})
+                    files[v["path"]] = state.lfs[v["oid"]]
+                elif item["key"] == "deletedFile":
+                    if v["path"] not in files:
+                        return self._send(404, {"error": f"{v['path']} not found"})
+                    del files[v["path"]]
+                elif item["key"] == "deletedFolder":
+                    prefix = v["path"].rstrip("/") + "/"
+                    files = {p: b for p, b in files.items() if not p.startswith(prefix)}
+            state.repos[key] = files
+            state.commits.setdefault(key, []).append(header.get("summary", ""))
+            oid = hashlib.sha1(f"{state.heads.get(key)}:{_sha(files)}".encode()).hexdigest()
+            state.heads[key] = oid
+            state.snapshots.setdefault(key, {})[oid] = dict(files)
             return self._send(200, {"commitUrl": f"http://{self.headers['Host']}/{key}/commit/{oid}",
                                     "commitOid": oid, "pullRequestUrl": None})  # fmt: skip
 
@@ -236,6 +313,11 @@ def make_handler(state: HubState) -> type[BaseHTTPRequestHandler]:
                 return self._send(401, {"error": "Invalid credentials"})
             if len(parts) == 1:
                 spec = json.loads(body)
+                if spec.get("flavor") not in _flavors():
+                    return self._send(400, {"error": f"Invalid flavor {spec.get('flavor')!r}"})
+                timeout = spec.get("timeoutSeconds")
+                if timeout is not None and (not isinstance(timeout, int) or timeout < 1):
+                    return self._send(400, {"error": f"Invalid timeoutSeconds {timeout!r}"})
                 job_id = secrets.token_hex(12)
                 state.job_specs[job_id] = spec
                 state.job_logs[job_id] = []
@@ -266,9 +348,22 @@ class FakeHub:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self) -> FakeHub:
+        """Start serving; LFS goes the classic way (no Xet storage here), in- and out-of-process."""
+        from huggingface_hub import constants
+
+        self._xet = os.environ.get("HF_HUB_DISABLE_XET"), constants.HF_HUB_DISABLE_XET
+        os.environ["HF_HUB_DISABLE_XET"] = "1"
+        constants.HF_HUB_DISABLE_XET = True
         self.thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        from huggingface_hub import constants
+
+        env, constants.HF_HUB_DISABLE_XET = self._xet
+        if env is None:
+            os.environ.pop("HF_HUB_DISABLE_XET", None)
+        else:
+            os.environ["HF_HUB_DISABLE_XET"] = env
         self.server.shutdown()
         self.server.server_close()

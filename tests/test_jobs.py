@@ -8,24 +8,27 @@ download, the qmd-ft command and the upload of outputs all execute, offline.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
 from fake_hub import FakeHub
 
-import qmd_ft.jobs.script as script_mod
-from qmd_ft import __version__
+import qmd_ft.jobs.code as code_mod
 from qmd_ft.cli.jobs_cmd import submit_cli_job
 from qmd_ft.errors import UserError
+from qmd_ft.jobs.code import WHEEL_ENV, ship_code
 from qmd_ft.jobs.inputs import EXTERNAL, job_inputs, local_command
-from qmd_ft.jobs.script import package_requirement, render_script
-from qmd_ft.jobs.submit import BOOTSTRAP
+from qmd_ft.jobs.script import render_script
+from qmd_ft.jobs.submit import BOOTSTRAP, check_gpus
 
 TOKEN = "hf_JOBSSECRETsentinel0123456789"
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,11 +51,18 @@ def make_project(tmp: Path) -> Path:
     return proj
 
 
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One wheel of this tree for the session's jobs (building it is the slow part)."""
+    return ship_code(tmp_path_factory.mktemp("wheel")).wheel
+
+
 @pytest.fixture
-def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wheel: Path):
     """A fake Hub that in-process clients use, with the sentinel token and no saved login."""
     from huggingface_hub import constants
 
+    monkeypatch.setenv(WHEEL_ENV, str(wheel))
     with FakeHub() as fake:
         monkeypatch.setattr(constants, "ENDPOINT", fake.url)
         monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
@@ -123,69 +133,52 @@ def git(cwd: Path, *args: str) -> str:
     ).stdout.strip()
 
 
-def test_package_requirement(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("QMD_FT_JOB_INSTALL", raising=False)
-    monkeypatch.delenv("QMD_FT_GIT_URL", raising=False)
-    assert package_requirement(["cuda"], "0.1.0") == "qmd-ft[cuda,hub]==0.1.0"
-    url = "git+https://github.com/me/qmd-ft@v1"
-    assert package_requirement(["gguf"], url) == f"qmd-ft[gguf,hub] @ {url}"
-    with pytest.raises(UserError, match="expected a version"):
-        package_requirement(["cuda"], "latest please")
-
-    checkout, origin = tmp_path / "qmd-ft", tmp_path / "origin.git"
-    monkeypatch.setattr(script_mod, "PROJECT_ROOT", checkout)
-    (checkout / "qmd_ft").mkdir(parents=True)
-    assert package_requirement(["cuda"]) == f"qmd-ft[cuda,hub]=={__version__}"  # not a checkout
-    git(tmp_path, "init", "-q", "--bare", str(origin))
-    git(checkout, "init", "-q", "-b", "main")
-    git(checkout, "config", "user.email", "t@example.com")
-    git(checkout, "config", "user.name", "t")
-    (checkout / "qmd_ft" / "__init__.py").write_text("")
-    (checkout / "configs").mkdir()
-    (checkout / "configs" / "sft.yaml").write_text("a: 1\n")
-    git(checkout, "add", ".")
-    git(checkout, "commit", "-q", "-m", "one")
-    (checkout / "qmd_ft" / "new.py").write_text("x = 1\n")
-    with pytest.raises(UserError, match=r"uncommitted changes in qmd-ft's sources \(qmd_ft/new"):
-        package_requirement(["cuda"])
-    git(checkout, "add", ".")
-    git(checkout, "commit", "-q", "-m", "two")
-    with pytest.raises(UserError, match=r"on no remote branch.*git push"):
-        package_requirement(["cuda"])
-    git(checkout, "remote", "add", "origin", str(origin))
-    git(checkout, "push", "-q", "origin", "main")
-    with pytest.raises(UserError, match="QMD_FT_GIT_URL"):
-        package_requirement(["cuda"])  # a local-path remote: unreachable from a job
-    sha = git(checkout, "rev-parse", "HEAD")
-    git(checkout, "remote", "set-url", "origin", "git@github.com:me/qmd-ft.git")
-    # edited configs do not block: they are uploaded, not installed
-    (checkout / "configs" / "sft.yaml").write_text("a: 2\n")
-    want = f"qmd-ft[cuda,hub] @ git+https://github.com/me/qmd-ft.git@{sha}"
-    assert package_requirement(["cuda"]) == want
-    monkeypatch.setenv("QMD_FT_GIT_URL", "https://example.org/fork/qmd-ft")
-    assert package_requirement(["cuda"]).endswith(f"git+https://example.org/fork/qmd-ft@{sha}")
+def test_the_job_ships_a_wheel_of_the_working_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No git remote, no push, uncommitted changes: the wheel carries the tree as it is."""
+    monkeypatch.delenv(WHEEL_ENV, raising=False)
+    code = ship_code(tmp_path)
+    with zipfile.ZipFile(code.wheel) as whl:
+        names = whl.namelist()
+        shipped = whl.read("qmd_ft/jobs/code.py")
+    assert "qmd_ft/backends/cuda/__init__.py" in names
+    assert shipped == (ROOT / "qmd_ft/jobs/code.py").read_bytes()
+    head = git(ROOT, "rev-parse", "HEAD")
+    assert code.commit == head and code.lock == ROOT / "requirements.lock"
+    dirty = bool(git(ROOT, "status", "--porcelain", "--", "qmd_ft", "backends", "pyproject.toml"))
+    assert code.record()["dirty"] == dirty
+    monkeypatch.setattr(code_mod, "PROJECT_ROOT", tmp_path / "site-packages")
+    with pytest.raises(UserError, match="not a source checkout"):
+        ship_code(tmp_path)
 
 
 def test_script_content(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_TOKEN", TOKEN)
-    req = "qmd-ft[cuda,hub] @ git+https://github.com/me/qmd-ft@" + "a" * 40
-    command = ["train", "sft", "--config", "configs/sft.yaml", "--set", 'x="q\'s"']
+    command = ["train", "sft", "--config", "configs/sft.yaml", "--set", 'x="q\'s" null']
     text = render_script(
-        requirement=req,
         repo="user/qmd-ft-jobs",
         folder="runs/r1",
         revision="b" * 40,
         command=command,
+        wheel="qmd_ft-0.1.0-py3-none-any.whl",
+        lock="requirements.lock",
+        flavor="a10g-largex2",
+        gpus=2,
     )
     meta = "\n".join(
         line.removeprefix("# ")
         for line in text.split("# /// script\n", 1)[1].split("# ///", 1)[0].splitlines()
     )
-    assert tomllib.loads(meta) == {"requires-python": ">=3.11", "dependencies": [req]}
+    assert tomllib.loads(meta) == {
+        "requires-python": ">=3.11",
+        "dependencies": ["huggingface_hub>=1.21"],
+    }  # qmd-ft is never installed by name: the job installs the shipped wheel
     ns: dict = {}
     exec(compile(text, "job.py", "exec"), ns)  # valid Python, with the literal values
     assert ns["COMMAND"] == command and ns["REVISION"] == "b" * 40
     assert ns["REPO"] == "user/qmd-ft-jobs" and ns["FOLDER"] == "runs/r1"
+    assert ns["GPUS"] == 2 and ns["RESUME"] is None
     assert TOKEN not in text
 
 
@@ -196,31 +189,60 @@ def test_submit_errors_before_any_request(
     argv = ["train", "sft", "--hf-jobs"]
     cfg = Path("configs/sft.yaml")
     with pytest.raises(UserError, match="unknown flavor 'a10g-huge': choose one of cpu-basic"):
-        submit_cli_job(argv, cfg, flavor="a10g-huge", timeout="2h", install="0.1.0")
-    with pytest.raises(UserError, match="--timeout '2 hours'"):
-        submit_cli_job(argv, cfg, flavor="a10g-large", timeout="2 hours", install="0.1.0")
-    checkout = tmp_path / "dirty"
-    (checkout / "qmd_ft").mkdir(parents=True)
-    git(checkout, "init", "-q")
-    (checkout / "qmd_ft" / "x.py").write_text("")
-    monkeypatch.setattr(script_mod, "PROJECT_ROOT", checkout)
-    with pytest.raises(UserError, match=r"uncommitted changes.*commit and push, or set QMD_FT_JOB"):
-        submit_cli_job(argv, cfg, flavor="a10g-large", timeout="2h")
+        submit_cli_job(argv, cfg, flavor="a10g-huge", timeout="2h")
+    for bad in ("2 hours", "1.5", "0", "0.0001s", "-1h", "1e3"):
+        with pytest.raises(UserError, match="--timeout"):
+            submit_cli_job(argv, cfg, flavor="a10g-large", timeout=bad)
     with pytest.raises(UserError, match="data/none not found: the job reads it"):
         submit_cli_job(argv, cfg, flavor="a10g-large", timeout="2h", required=["data/none"])
+    with monkeypatch.context() as m, pytest.raises(UserError, match="not a qmd_ft-"):
+        m.setenv(WHEEL_ENV, str(tmp_path / "nope.whl"))
+        submit_cli_job(argv, cfg, flavor="a10g-large", timeout="2h")
+    with monkeypatch.context() as m, pytest.raises(UserError, match=r"installed: 1.0.0\)"):
+        m.setattr(importlib.metadata, "version", lambda name: "1.0.0")
+        submit_cli_job(argv, cfg, flavor="a10g-large", timeout="2h")
     monkeypatch.delenv("HF_TOKEN")
     with pytest.raises(UserError, match="no Hugging Face token: set HF_TOKEN"):
-        submit_cli_job(argv, cfg, flavor="a10g-large", timeout="2h", install="0.1.0")
+        submit_cli_job(argv, cfg, flavor="a10g-large", timeout="2h")
     assert hub.state.requests == []
 
 
+@pytest.mark.parametrize(
+    ("flavor", "gpus", "want"),
+    [("cpu-basic", None, 1), ("a10g-large", None, 1), ("a10g-largex4", None, 4),
+     ("h200x8", 2, 2), ("a10g-large", 4, None), ("l4x4", 5, None)],
+)  # fmt: skip
+def test_gpu_count_comes_from_the_flavor(flavor: str, gpus: int | None, want: int | None) -> None:
+    if want is None:
+        with pytest.raises(UserError, match=f"--gpus {gpus}: flavor {flavor} has"):
+            check_gpus(flavor, gpus)
+    else:
+        assert check_gpus(flavor, gpus) == want
+
+
 def write_uv_shim(bin_dir: Path) -> None:
-    """`uv run [--with X]... python|script.py ARGS`, run with this Python, installing nothing."""
+    """uv as HF Jobs has it, offline: `uv run` runs this Python; `uv venv` and installing the
+    shipped wheel are real uv; installing the lock (torch & co., from the index) is replaced by
+    a .pth file pointing at this venv's packages, and recorded."""
     bin_dir.mkdir()
     shim = bin_dir / "uv"
+    real = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
+    site = next(p for p in sys.path if p.endswith("site-packages"))
     shim.write_text(f"""#!{sys.executable}
-import os, sys
-args = sys.argv[2:]
+import os, pathlib, subprocess, sys
+args = sys.argv[1:]
+if args[:2] == ["pip", "install"] and "-r" in args:
+    python = args[args.index("--python") + 1]
+    assert "--require-hashes" in args, args
+    where = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    lib = subprocess.run([python, "-c", where], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    pathlib.Path(lib, "_lock.pth").write_text({site!r} + "\\n")
+    print("shim: installed", args[args.index("-r") + 1], flush=True)
+    sys.exit(0)
+if args[0] in ("venv", "pip"):
+    os.execv({real!r}, [{real!r}, *args])
+args = args[1:]
 while args[0].startswith("--"):
     args = args[2:]
 if args[0] == "python":
@@ -230,13 +252,21 @@ os.execv(sys.executable, [sys.executable, *args])
     shim.chmod(0o755)
 
 
-def run_like_hf_jobs(spec: dict, hub: FakeHub, tmp: Path) -> subprocess.CompletedProcess[str]:
-    """The job's command with its env and secrets, in an empty dir, against the fake Hub."""
-    write_uv_shim(tmp / "bin")
-    container = tmp / "container"
-    container.mkdir()
+def run_like_hf_jobs(
+    spec: dict, hub: FakeHub, tmp: Path, gpus: int = 0
+) -> subprocess.CompletedProcess[str]:
+    """The job's command with its env and secrets, in an empty dir, against the fake Hub; with
+    `gpus`, an nvidia-smi that lists that many."""
+    if not (tmp / "bin").exists():
+        write_uv_shim(tmp / "bin")
+    smi = tmp / "bin" / "nvidia-smi"
+    smi.unlink(missing_ok=True)
+    if gpus:
+        smi.write_text("#!/bin/sh\n" + "".join(f"echo 'GPU {i}: fake'\n" for i in range(gpus)))
+        smi.chmod(0o755)
+    container = Path(tempfile.mkdtemp(dir=tmp, prefix="container-"))  # a fresh machine
     env = {
-        "PATH": f"{tmp / 'bin'}:{os.environ['PATH']}",
+        "PATH": f"{tmp / 'bin'}:/usr/bin:/bin",
         "HOME": str(container),
         "HF_HOME": str(container / ".hf"),
         "HF_ENDPOINT": hub.url,
@@ -256,7 +286,7 @@ def test_submit_run_and_manage_a_job(
     # (and `data prepare` refuses to run without its eval set)
     argv = "data prepare --data data/*.jsonl --evals evals/queries.txt --out data/prepared"
     argv = [*argv.split(), "--hf-jobs", "--flavor", "cpu-basic", "--timeout", "10m"]
-    job = submit_cli_job(argv, None, flavor="cpu-basic", timeout="10m", install="0.1.0")
+    job = submit_cli_job(argv, None, flavor="cpu-basic", timeout="10m")
     printed = capsys.readouterr().out
     assert f"job {job.id} submitted" in printed and job.url in printed
     assert job.url == f"{hub.url}/jobs/user/{job.id}"
@@ -267,7 +297,7 @@ def test_submit_run_and_manage_a_job(
         "uv",
         "run",
         "--with",
-        "huggingface_hub>=1.0",
+        "huggingface_hub>=1.21",
         "python",
         "-c",
         BOOTSTRAP,
@@ -288,7 +318,13 @@ def test_submit_run_and_manage_a_job(
     assert record["command"] == argv[:8]  # as typed, without the job options
     assert f"{folder}/inputs/data/technical.jsonl" in files
     script = files[f"{folder}/job.py"].decode()
-    assert 'dependencies = ["qmd-ft[cuda,hub]==0.1.0"]' in script
+    assert 'dependencies = ["huggingface_hub>=1.21"]' in script and "qmd-ft[" not in script
+    # the code travels with the inputs, in the same commit: a wheel of this tree, the lock
+    code = record["code"]
+    assert code["git_commit"] == git(ROOT, "rev-parse", "HEAD") and isinstance(code["dirty"], bool)
+    assert files[f"{folder}/code/{code['wheel']}"] == Path(os.environ[WHEEL_ENV]).read_bytes()
+    assert files[f"{folder}/code/requirements.lock"] == (ROOT / "requirements.lock").read_bytes()
+    assert hub.state.lfs, "the wheel goes through LFS, as on the Hub"
     # the script downloads the inputs commit, which the script's own commit follows
     inputs_rev = script.split('REVISION = "', 1)[1][:40]
     snapshots = hub.state.snapshots[JOBS_REPO]
@@ -305,6 +341,10 @@ def test_submit_run_and_manage_a_job(
 
     done = run_like_hf_jobs(spec, hub, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
+    # the job ran the shipped wheel, installed into its own venv after the hash-checked lock
+    assert "shim: installed" in done.stdout and "requirements.lock" in done.stdout
+    installed = done.stdout.split("qmd-ft from the shipped wheel: ", 1)[1].splitlines()[0]
+    assert "/.venv/lib/" in installed and str(ROOT) not in installed
     assert (
         "$ qmd-ft data prepare --data 'data/*.jsonl' --evals evals/queries.txt --out data/prepared"
         in done.stdout
@@ -351,7 +391,7 @@ def test_submit_run_and_manage_a_job(
     # a command with --json gets one JSON object on stdout instead of the summary
     capsys.readouterr()
     argv = ["score", "data/technical.jsonl", "--json", "--hf-jobs", "--flavor", "cpu-basic"]
-    scored = submit_cli_job(argv, None, flavor="cpu-basic", timeout="5m", install="0.1.0")
+    scored = submit_cli_job(argv, None, flavor="cpu-basic", timeout="5m")
     assert json.loads(capsys.readouterr().out)["job_id"] == scored.id
     no_token = cli("jobs", "ps", hub=hub, tmp=tmp_path, token=False)
     assert no_token.returncode == 1 and "no Hugging Face token" in no_token.stderr
@@ -372,12 +412,10 @@ def test_train_job_on_the_tiny_model(
     typed = "train sft --config configs/sft.yaml --backend cuda --device cpu --max-steps 2"
     sets = [f"model.base={tiny_model_dir}", "training.batch_size=2", "model.output=outputs/job-sft"]
     argv = [*typed.split(), *(t for kv in sets for t in ("--set", kv)), "--hf-jobs"]
-    job = submit_cli_job(
-        argv, Path("configs/sft.yaml"), flavor="a10g-large", timeout="1h", install="0.1.0"
-    )
+    job = submit_cli_job(argv, Path("configs/sft.yaml"), flavor="a10g-large", timeout="1h")
     spec = hub.state.job_specs[job.id]
     folder = spec["environment"]["QMD_FT_JOB_FOLDER"]
-    done = run_like_hf_jobs(spec, hub, tmp_path)
+    done = run_like_hf_jobs(spec, hub, tmp_path, gpus=1)  # the a10g's GPU, seen by nvidia-smi
     assert done.returncode == 0, done.stdout + done.stderr
     files = hub.state.repos[JOBS_REPO]
     assert f"{folder}/outputs/outputs/job-sft/adapter_config.json" in files
@@ -396,12 +434,13 @@ def test_commands_submit_with_hf_jobs(
     hub: FakeHub, tmp_path: Path, args: list[str], word: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`--hf-jobs` on train, eval and export submits the same command, token only as secret."""
-    monkeypatch.setenv("QMD_FT_JOB_INSTALL", "0.1.0")  # independent of this checkout's git state
     proj = make_project(tmp_path)
     out = cli(*args, "--hf-jobs", "--namespace", "user", hub=hub, tmp=tmp_path, cwd=proj)
     assert out.returncode == 0, out.stderr
     (spec,) = hub.state.job_specs.values()
     assert "job" in out.stdout and "qmd-ft jobs logs" in out.stdout
+    hints = [line for line in out.stdout.splitlines() if "qmd-ft jobs " in line]
+    assert len(hints) == 2 and all(h.endswith("--namespace user") for h in hints), out.stdout
     assert spec["secrets"] == {"HF_TOKEN": TOKEN}
     assert TOKEN not in json.dumps({k: v for k, v in spec.items() if k != "secrets"})
     assert word in json.dumps(

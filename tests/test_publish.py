@@ -58,6 +58,25 @@ def make_results(tmp: Path, model: Path, reward: float, name: str) -> Path:
     return path
 
 
+def make_gguf_dir(out: Path, files: dict[str, bool | None]) -> Path:
+    """An export folder as `export gguf` leaves it: files and a manifest saying which verified."""
+    from qmd_ft.manifest import file_sha256, write_manifest
+
+    out.mkdir(parents=True)
+    entries = []
+    for name, verified in files.items():
+        (out / name).write_bytes(b"GGUF" + name.encode() * 8)
+        entries.append(
+            {"file": name, "bytes": (out / name).stat().st_size,
+             "sha256": file_sha256(out / name), "verified": verified}
+        )  # fmt: skip
+    chosen = next(n for n, v in files.items() if v)
+    (out / "Modelfile").write_text(f"FROM ./{chosen}\n")
+    extra = {"files": entries, "modelfile": {"file": "Modelfile", "from": chosen}}
+    write_manifest(out, "gguf", extra=extra)
+    return out
+
+
 def publish(*args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "qmd_ft", "publish", *args],
@@ -117,9 +136,7 @@ def test_eval_of_another_model_refused(tmp_path: Path) -> None:
 def test_hub_publish_with_real_client(tmp_path: Path) -> None:
     m1 = make_model(tmp_path, "m1", "one")
     r1 = make_results(tmp_path, m1, 0.6, "r1.json")
-    gguf = tmp_path / "gguf"
-    gguf.mkdir()
-    (gguf / "model-q4_k_m.gguf").write_bytes(b"GGUF" + b"\0" * 32)
+    gguf = make_gguf_dir(tmp_path / "gguf", {"model-q4_k_m.gguf": True})
     with FakeHub() as hub:
         env = {
             "HF_ENDPOINT": hub.url,

@@ -102,7 +102,8 @@ def test_hf_jobs_options_are_checked_and_the_job_is_in_the_plan(project: Path) -
     assert r.returncode == 0, r.stderr
     job = next(line for line in r.stdout.splitlines() if "HF Jobs" in line)
     assert "t4-small" in job and "timeout 30m" in job
-    assert job.endswith("qmd-ft train sft"), job  # the job's own command: no job or dry-run flags
+    # the job's own command: no job or dry-run flags, the flavor's hardware made explicit
+    assert job.endswith("qmd-ft train sft --backend cuda --device cuda"), job
     # Without --dry-run, a bad flavor stops the command before it prepares (writes) anything.
     one_line_error(cli("sft", "--hf-jobs", "--flavor", "nonsense", cwd=project), "nonsense")
     assert not (project / "data" / "train").exists()

@@ -17,9 +17,7 @@ from qmd_ft.backend import TrainRequest
 from qmd_ft.backends.cuda.loading import use_bf16
 from qmd_ft.errors import UserError
 from qmd_ft.manifest import write_manifest
-from qmd_ft.resume import check_resume_steps
-
-TRAINER_STATE = "trainer_state.json"
+from qmd_ft.resume import check_resume_steps, latest_checkpoint
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase, Trainer
@@ -82,8 +80,8 @@ def checkpoint_to_resume(out: Path, resume: bool) -> str | None:
             f"{out} already holds {found[0].name}: pass --resume to continue that run, "
             "or choose another --output"
         )
-    complete = [p for p in found if (p / TRAINER_STATE).is_file()]
-    return str(complete[0]) if complete else None
+    complete = latest_checkpoint(out) if found else None  # skips cut trainer states
+    return str(complete) if complete else None
 
 
 def announce_start(req: TrainRequest, checkpoint: str | None) -> None:

@@ -23,7 +23,14 @@ from qmd_ft.cli import (
     train_cmd,
 )
 from qmd_ft.cli.common import State, err_console
-from qmd_ft.errors import UserError, is_transport_error, os_error_line, transport_failure
+from qmd_ft.errors import (
+    UserError,
+    disk_full_line,
+    is_transport_error,
+    os_error_line,
+    out_of_memory_line,
+    transport_failure,
+)
 
 app = typer.Typer(
     name="qmd-ft",
@@ -92,7 +99,7 @@ def error_line(e: BaseException) -> str | None:
         return f"cannot reach {url or 'the server'}: {reason}"
     if isinstance(e, OSError):
         return os_error_line(e)
-    return None
+    return disk_full_line(e) or out_of_memory_line(e)
 
 
 def main() -> None:
@@ -100,6 +107,14 @@ def main() -> None:
     sys.argv[:] = hoist_debug(sys.argv)
     try:
         app()
+    except KeyboardInterrupt:
+        err_console.print(
+            "interrupted: outputs are written whole or not at all; run the same command again "
+            "(train: with --resume, to continue from the last checkpoint)",
+            markup=False,
+            soft_wrap=True,
+        )
+        sys.exit(130)
     except Exception as e:
         line = None if State.debug else error_line(e)
         if line is None:

@@ -90,7 +90,6 @@ def eval_(
     if hf_jobs:
         from qmd_ft.cli.jobs_cmd import submit_cli_job
 
-        gguf = backend == "gguf" or model.endswith(".gguf")
         local = [p for p in (model, *(adapter or [])) if Path(p).exists()]
         submit_cli_job(
             sys.argv[1:],
@@ -98,7 +97,6 @@ def eval_(
             flavor=flavor,
             timeout=timeout,
             namespace=namespace,
-            extras=("gguf", "cuda") if gguf else ("cuda",),
             required=[*local, queries or cfg.eval.queries],
         )
         return

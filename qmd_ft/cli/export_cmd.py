@@ -64,7 +64,6 @@ def export_gguf(
             flavor=flavor,
             timeout=timeout,
             namespace=namespace,
-            extras=("gguf", "cuda"),
             required=[model],
         )
         return

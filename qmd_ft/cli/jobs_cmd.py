@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -12,6 +13,7 @@ import typer
 from rich.table import Table
 
 from qmd_ft.cli.common import console, plain, print_json
+from qmd_ft.errors import UserError
 from qmd_ft.jobs.hub import connect
 from qmd_ft.jobs.manage import (
     JobRow,
@@ -31,6 +33,10 @@ app = typer.Typer(
 )
 
 
+SYNC_ENV = "QMD_FT_JOB_SYNC_SECONDS"
+"""How often a job commits its outputs while it runs (default 300 seconds)."""
+
+
 def submit_cli_job(
     argv: list[str],
     config_path: Path | None,
@@ -38,30 +44,37 @@ def submit_cli_job(
     flavor: str,
     timeout: str,
     namespace: str | None = None,
-    extras: Sequence[str] = ("cuda",),
-    install: str | None = None,
     required: Sequence[str | Path] = (),
+    resume: str | None = None,
 ) -> JobInfo:
     """What `--hf-jobs` does on train/eval/export: submit (see `submit_job`), then tell the user.
 
-    Prints the job id, its URL and how to follow and fetch it; with `--json` in `argv`, one JSON
-    object on stdout instead.
+    Prints the job id, its URL and how to follow and fetch it (with the same --namespace); with
+    `--json` in `argv`, one JSON object on stdout instead.
     """
+    try:
+        sync = float(os.environ.get(SYNC_ENV, "300"))
+    except ValueError:
+        sync = -1.0
+    if not 0 < sync < 1e6:
+        raise UserError(f"{SYNC_ENV}={os.environ.get(SYNC_ENV)!r}: expected seconds, e.g. 300")
     sub = submit_job(
         argv, config_path, flavor=flavor, timeout=timeout, namespace=namespace,
-        extras=extras, install=install, required=required,
+        required=required, resume=resume, sync_seconds=sync,
     )  # fmt: skip
     job = sub.job
     if "--json" in sub.command:
         print_json({"job_id": job.id, "url": job.url, "repo": sub.repo, "folder": sub.folder,
                     "outputs": sub.outputs_url})  # fmt: skip
         return job
+    ns = f" --namespace {shlex.quote(namespace)}" if namespace else ""
     plain(
         f"job {job.id} submitted ({flavor}, timeout {timeout}): qmd-ft {shlex.join(sub.command)}\n"
         f"  url:     {job.url}\n"
-        f"  logs:    qmd-ft jobs logs {job.id} --follow\n"
-        f"  outputs: {sub.outputs_url}\n"
-        f"  fetch:   qmd-ft jobs pull {job.id}"
+        f"  logs:    qmd-ft jobs logs {job.id} --follow{ns}\n"
+        f"  outputs: {sub.outputs_url} (committed while it runs)\n"
+        f"  fetch:   qmd-ft jobs pull {job.id}{ns}"
+        + (f"\n  resume:  the same command with --resume-from {job.id}" if sub.resumable else "")
     )
     return job
 

@@ -40,6 +40,7 @@ from qmd_ft.data.prepared import (
 )
 from qmd_ft.data.reader import resolve_paths
 from qmd_ft.errors import UserError
+from qmd_ft.finite import check_finite
 from qmd_ft.jobs.inputs import local_command
 from qmd_ft.manifest import read_manifest
 from qmd_ft.model_ref import check_local_dir
@@ -308,6 +309,10 @@ def train(
     flavor: Annotated[str, typer.Option(help="HF Jobs hardware.")] = "a10g-large",
     timeout: Annotated[str, typer.Option(help="HF Jobs time limit, e.g. 2h.")] = "2h",
     namespace: Annotated[str | None, typer.Option(help="HF Jobs namespace.")] = None,
+    resume_from: Annotated[
+        str | None,
+        typer.Option(help="HF Jobs: continue a cut job's run (job id) from its uploaded outputs."),
+    ] = None,
 ) -> None:
     """Fine-tune: SFT (LoRA or full), then GRPO on the merged SFT weights.
 
@@ -327,15 +332,19 @@ def train(
         *([f"model.output={grpo_output}"] if grpo_output else []),
     ]
     plans = plan_stages(stage, config, overrides, grpo_config, grpo_overrides)
-    name = resolve_name(backend)
+    if resume_from and not hf_jobs:
+        raise UserError("--resume-from continues an HF Jobs run: add --hf-jobs (here: --resume)")
+    # The job's machine, not this one, picks the backend: --hf-jobs runs cuda (also on a Mac).
+    name = "cuda" if hf_jobs and backend == "auto" else resolve_name(backend)
     if name not in TRAINING_BACKENDS:
         raise UserError(
             f"the {name} backend is for inference (eval) only: train with --backend cuda or mlx"
         )
     if gpus > 1 and name != "cuda":
         raise UserError(f"--gpus needs the cuda backend (got {name})")
+    job_argv = sys.argv[1:]
     if hf_jobs:
-        _check_job(name, device, flavor, timeout)
+        job_argv += _check_job(name, device, flavor, timeout, gpus, ctx)
     data = plan_data(plans, resume, read_rows=not hf_jobs)
     requests = [
         TrainRequest(
@@ -354,7 +363,7 @@ def train(
     if dry_run:
         _print_plan(plans, data, name, device, max_steps, gpus)
         if hf_jobs:
-            job = [a for a in local_command(sys.argv[1:]) if a != "--dry-run"]
+            job = [a for a in local_command(job_argv) if a != "--dry-run"]
             where = f", namespace {namespace}" if namespace else ""
             plain(
                 f"  run on HF Jobs ({flavor}, timeout {timeout}{where}): qmd-ft {shlex.join(job)}"
@@ -365,12 +374,13 @@ def train(
 
         run_data_plan(data)  # the job gets the prepared data, not the recipe for it
         submit_cli_job(
-            sys.argv[1:],
+            job_argv,
             plans[0].source,
             flavor=flavor,
             timeout=timeout,
             namespace=namespace,
             required=[*(p.config.dataset.name for p in plans), *(p.source for p in plans)],
+            resume=resume_from,
         )
         return
     assert impl is not None
@@ -385,7 +395,9 @@ def train(
     for p, req in zip(plans, requests, strict=True):
         _say(describe(p, name, device, max_steps))
         run = impl.sft if p.stage == "sft" else impl.grpo
-        results.append((p.stage, run(req)))
+        out = run(req)
+        check_finite(out)  # a diverged run fails here, before a later stage builds on it
+        results.append((p.stage, out))
     _say(summary(results, time.monotonic() - started))
 
 
@@ -413,21 +425,44 @@ def _print_plan(
         plain(f"  launch: accelerate, {gpus} DDP processes")
 
 
-def _check_job(backend: str, device: str | None, flavor: str, timeout: str) -> None:
-    """`--hf-jobs` options, checked before anything is prepared, uploaded or submitted.
+def _check_job(
+    backend: str, device: str | None, flavor: str, timeout: str, gpus: int, ctx: typer.Context
+) -> list[str]:
+    """`--hf-jobs` options, checked before anything is prepared, uploaded or submitted; returns
+    the arguments the job's command gets on top of the typed ones.
 
-    The device is only checked for its name: the job's machine, not this one, runs it.
+    The hardware is the flavor's: the job trains on `cuda` (on `cpu` for a cpu-* flavor) with
+    one DDP process per GPU of the flavor, unless told otherwise within what it has.
     """
-    from qmd_ft.jobs.submit import check_flavor, check_timeout
+    from qmd_ft.jobs.submit import (
+        check_flavor,
+        check_gpus,
+        check_hub_version,
+        check_timeout,
+        flavor_gpus,
+    )
 
     if importlib.util.find_spec("huggingface_hub") is None:
         raise UserError("--hf-jobs needs huggingface_hub: pip install 'qmd-ft[hub]'")
+    check_hub_version()
     if backend != "cuda":
         raise UserError(f"--hf-jobs runs the cuda backend (got {backend})")
     if device not in (None, "cpu", "cuda"):
         raise UserError(f"--device {device}: choose cpu or cuda")
     check_flavor(flavor)
     check_timeout(timeout)
+    has = flavor_gpus(flavor)
+    if device == "cuda" and not has:
+        raise UserError(f"--device cuda: flavor {flavor} has no GPU; pick e.g. a10g-large")
+    # typer ships its own click: the source is compared by name (see `same_command`)
+    typed = getattr(ctx.get_parameter_source("gpus"), "name", "") == "COMMANDLINE"
+    processes = check_gpus(flavor, gpus if typed else None)
+    extra = ["--backend", "cuda"]
+    if device is None:
+        extra += ["--device", "cuda" if has else "cpu"]
+    if processes > 1 and not typed:
+        extra += ["--gpus", str(processes)]
+    return extra
 
 
 def _preflight(

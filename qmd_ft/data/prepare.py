@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qmd_ft import prompt
+from qmd_ft.atomic import atomic_open, write_text_atomic
 from qmd_ft.data.normalize import normalize
 from qmd_ft.data.reader import Problem, Row
 from qmd_ft.data.validate import read_all
@@ -77,7 +78,9 @@ def count_modes(records: list[dict]) -> dict[str, int]:
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> None:
-    with path.open("w", encoding="utf-8", newline="\n") as f:
+    """Write the split whole or not at all (temp file + rename): a full disk or a kill never
+    leaves a truncated split under its final name."""
+    with atomic_open(path) as f:
         for rec in records:
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
 
@@ -147,6 +150,9 @@ def prepare(
     random.Random(seed + 1).shuffle(train)
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    # The info file, written last, is what marks the dir prepared: until the new splits are
+    # all in, no info claims them.
+    (out_dir / INFO_FILE).unlink(missing_ok=True)
     _write_jsonl(out_dir / TRAIN_FILE, train)
     _write_jsonl(out_dir / VAL_FILE, val)
     settings = {"val_fraction": val_fraction, "seed": seed}
@@ -170,7 +176,5 @@ def prepare(
         "duplicates": duplicates,
         "excluded_as_eval": [r.where for r in excluded],
     }
-    (out_dir / INFO_FILE).write_text(
-        json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-    )
+    write_text_atomic(out_dir / INFO_FILE, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
     return PrepareResult(out_dir=out_dir, info=info)

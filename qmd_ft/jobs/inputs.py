@@ -22,9 +22,10 @@ from typing import Any
 
 from qmd_ft.config import load_config
 from qmd_ft.errors import UserError
+from qmd_ft.resources import defaults_root
 
 JOB_FLAGS = ("--hf-jobs",)
-JOB_OPTIONS = ("--flavor", "--timeout", "--namespace")
+JOB_OPTIONS = ("--flavor", "--timeout", "--namespace", "--resume-from")
 """Options that choose where the command runs; the job's own command must not carry them."""
 
 OUTPUT_KEYS = ("model.output", "export.out", "pipeline.out", "publish.registry")
@@ -134,6 +135,13 @@ def _map_token(mapper: _PathMapper, tok: str) -> str:
     return mapper.map(tok)
 
 
+def _shipped(value: str, project: Path) -> bool:
+    """Whether `value` is a shipped default the config resolved (outside the project)."""
+    path = Path(value)
+    root = defaults_root().resolve()
+    return path.is_absolute() and path.is_relative_to(root) and not path.is_relative_to(project)
+
+
 def job_inputs(argv: list[str], config_path: Path | None) -> JobInputs:
     """Plan a job for `qmd-ft <argv>` as typed in the current directory (the project)."""
     mapper = _PathMapper(Path.cwd())
@@ -144,6 +152,8 @@ def job_inputs(argv: list[str], config_path: Path | None) -> JobInputs:
         upload_outputs = "--resume" in command
         for key, value in _leaves(cfg.model_dump(mode="json")):
             upload = upload_outputs or key not in OUTPUT_KEYS
+            if isinstance(value, str) and _shipped(value, mapper.root):
+                continue  # a default qmd-ft ships: the job's wheel has it at the same place
             if isinstance(value, str):
                 moved: Any = mapper.map(value, upload)
             elif isinstance(value, list) and all(isinstance(v, str) for v in value):

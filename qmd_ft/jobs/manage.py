@@ -91,6 +91,17 @@ def cancel_job(hub: Hub, job_id: str) -> JobInfo:
     return inspect_job(hub, job_id)
 
 
+def run_folder(hub: Hub, job: str) -> str:
+    """The jobs-repo folder of a qmd-ft job (given by id, or as the folder `runs/…` itself)."""
+    if job.startswith("runs/"):
+        return job
+    env = inspect_job(hub, job).environment or {}
+    folder = env.get("QMD_FT_JOB_FOLDER")
+    if not folder:
+        raise UserError(f"job {job} was not submitted by qmd-ft: it has no run folder")
+    return folder
+
+
 def pull_outputs(hub: Hub, job_id: str, out: Path, force: bool = False) -> list[Path]:
     """Download what a qmd-ft job wrote into `out`, at the paths its command wrote them to.
 

@@ -1,105 +1,50 @@
-"""The script a job runs, and which qmd-ft it installs.
+"""The script a job runs: install the shipped code, run the command, keep its outputs.
 
-The script is a PEP 723 file: `uv run job.py` installs the pinned qmd-ft from its inline
-metadata; `python job.py` uses the qmd-ft already installed. Either way it downloads the job's
-inputs from the jobs dataset repo at a pinned commit, runs the same `qmd-ft` command in that
-work dir, and uploads every file the command created or changed next to the inputs, even when
-the command failed (checkpoints and logs are what `--resume` and debugging need). It holds no
-secret: huggingface_hub reads the token from the HF_TOKEN environment variable.
-
-qmd-ft is installed from the submitting commit when it is pushed and qmd-ft's sources match it,
-so the job runs exactly the code that was tried here; a release version or URL can be asked
-for instead (QMD_FT_JOB_INSTALL), and an installed release (not a git checkout) pins itself.
+A PEP 723 file that needs only huggingface_hub. In order, it:
+1. fails within seconds when a GPU flavor shows fewer CUDA devices than it promises (rather
+   than training on the CPU until the timeout);
+2. downloads the run's inputs and code (the wheel and requirements.lock) at a pinned commit,
+   and, for a resumed run, the outputs the earlier run uploaded;
+3. installs the lock (every hash checked) and then the wheel, into a fresh venv;
+4. runs `qmd-ft COMMAND` in the work dir, committing every file the command created or changed
+   to `FOLDER/outputs/` every SYNC_SECONDS while it runs, once more when it ends, and once
+   more on SIGTERM (a timeout or `jobs cancel`), so checkpoints survive the job.
+It holds no secret: huggingface_hub reads the token from the HF_TOKEN environment variable.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
-import subprocess
-from collections.abc import Sequence
-from pathlib import Path
 
 from qmd_ft import __version__
-from qmd_ft.errors import UserError
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-SOURCES = ("qmd_ft", "backends", "pyproject.toml")
-"""What the installed package is built from: local changes here would not reach the job."""
-
-INSTALL_ENV = "QMD_FT_JOB_INSTALL"
-GIT_URL_ENV = "QMD_FT_GIT_URL"
 SCRIPT_NAME = "job.py"
 WORK_DIR = "qmd-ft-job"
-
-
-def _git(checkout: Path, *args: str) -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", *args], cwd=checkout, capture_output=True, text=True, check=True
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return done.stdout.rstrip()  # keep porcelain status columns (" M path")
-
-
-def _https(url: str) -> str | None:
-    """A remote's URL as a job can fetch it (ssh → https), or None for a local path."""
-    if url.startswith(("https://", "http://")):
-        return url
-    scp = re.fullmatch(r"(?:ssh://)?[\w.-]+@([\w.-]+)[:/](.+)", url)
-    return f"https://{scp[1]}/{scp[2]}" if scp else None
-
-
-def package_requirement(extras: Sequence[str], install: str | None = None) -> str:
-    """The PEP 508 requirement that installs this qmd-ft in the job (with `hub`, for the I/O).
-
-    `install` (default: $QMD_FT_JOB_INSTALL) is a version (`0.1.0`, from the package index) or
-    a URL (`git+https://github.com/me/qmd-ft@v0.1.0`). Without it: the submitting commit of a
-    git checkout, refused when qmd-ft's sources differ from it or it is on no remote branch;
-    outside a checkout, the installed version.
-    """
-    checkout = PROJECT_ROOT
-    name = f"qmd-ft[{','.join(sorted({*extras, 'hub'}))}]"
-    install = install or os.environ.get(INSTALL_ENV)
-    if install:
-        if "://" in install:
-            return f"{name} @ {install}"
-        if re.fullmatch(r"\d[\w.+!-]*", install):
-            return f"{name}=={install}"
-        raise UserError(
-            f"{INSTALL_ENV}={install!r}: expected a version (0.1.0) or a URL (git+https://…@rev)"
-        )
-    top = _git(checkout, "rev-parse", "--show-toplevel")
-    if top is None or Path(top).resolve() != checkout.resolve():
-        return f"{name}=={__version__}"
-    commit = _git(checkout, "rev-parse", "HEAD") or ""
-    changed = (_git(checkout, "status", "--porcelain", "--", *SOURCES) or "").splitlines()
-    how = f"or set {INSTALL_ENV} to a released version (0.1.0) or a git URL"
-    if changed:
-        raise UserError(
-            f"uncommitted changes in qmd-ft's sources ({changed[0][3:]}"
-            f"{f' and {len(changed) - 1} more' if len(changed) > 1 else ''}): the job installs "
-            f"qmd-ft at commit {commit[:12]}, without them; commit and push, {how}"
-        )
-    branches = _git(checkout, "branch", "-r", "--contains", commit, "--format=%(refname:short)")
-    if not branches:
-        raise UserError(
-            f"commit {commit[:12]} is on no remote branch, so the job cannot install it: "
-            f"git push, {how}"
-        )
-    remote = branches.splitlines()[0].split("/")[0]
-    url = os.environ.get(GIT_URL_ENV) or _https(_git(checkout, "remote", "get-url", remote) or "")
-    if not url:
-        raise UserError(
-            f"git remote {remote!r} is not an https or ssh URL a job can fetch: "
-            f"set {GIT_URL_ENV}=https://github.com/OWNER/qmd-ft"
-        )
-    return f"{name} @ git+{url}@{commit}"
-
+HUB_REQUIREMENT = "huggingface_hub>=1.21"
+"""The first release whose Jobs API takes labels (and `list_jobs` filters by them)."""
 
 _BODY = '''
+
+def gpus_seen() -> int:
+    """CUDA devices nvidia-smi lists (0 without a driver)."""
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(line.startswith("GPU ") for line in out.stdout.splitlines())
+
+
+def install(base: Path) -> Path:
+    """A venv with the lock's pins (hash-checked), then the shipped wheel; its python."""
+    code = base / FOLDER / "code"
+    env = base / ".venv"
+    subprocess.run(["uv", "venv", "--quiet", "--python", sys.executable, str(env)], check=True)
+    python = env / "bin" / "python"
+    pip = ["uv", "pip", "install", "--quiet", "--python", str(python)]
+    subprocess.run([*pip, "--require-hashes", "-r", str(code / LOCK)], check=True)
+    subprocess.run([*pip, "--no-deps", str(code / WHEEL)], check=True)
+    return python
+
 
 def files(root: Path) -> dict[str, tuple[int, int]]:
     """Size and mtime of every file under root: what the command wrote shows up as a change."""
@@ -111,24 +56,76 @@ def files(root: Path) -> dict[str, tuple[int, int]]:
     return out
 
 
+class Outputs:
+    """Commits what the command created or changed to FOLDER/outputs/, a little at a time."""
+
+    def __init__(self, work: Path, before: dict[str, tuple[int, int]]):
+        self.work, self.before, self.sent = work, before, {}
+        self.lock = threading.Lock()
+
+    def sync(self, why: str, settled: float = 0.0) -> None:
+        """Commit the changes since the last sync; with `settled`, only files that have not
+        changed for that many seconds (a checkpoint still being written waits its turn)."""
+        with self.lock:
+            now = time.time_ns()
+            changed = {
+                p: sig for p, sig in files(self.work).items()
+                if self.before.get(p) != sig and self.sent.get(p) != sig
+                and now - sig[1] >= settled * 1e9
+            }
+            if not changed:
+                return
+            HfApi().create_commit(
+                REPO, repo_type="dataset", commit_message=f"{FOLDER}: outputs ({why})",
+                operations=[CommitOperationAdd(f"{FOLDER}/outputs/{p}", str(self.work / p))
+                            for p in sorted(changed)],
+            )
+            self.sent |= changed
+            print(f"uploaded {len(changed)} file(s) to {REPO}: {FOLDER}/outputs/ ({why})",
+                  flush=True)
+
+    def every(self, seconds: float, stop: threading.Event) -> None:
+        while not stop.wait(seconds):
+            try:
+                self.sync("periodic", settled=min(seconds, 30))
+            except Exception as e:  # a failed periodic commit is retried at the next one
+                print(f"periodic upload failed, will retry: {e}", flush=True)
+
+
 def main() -> int:
-    """Download the inputs, run the command where they are, upload what it wrote."""
+    """Check the GPUs, download, install, run the command while its outputs are committed."""
+    if GPUS and gpus_seen() < GPUS:
+        print(f"error: flavor {FLAVOR} promises {GPUS} GPU(s) but nvidia-smi shows "
+              f"{gpus_seen()}: CUDA did not start; submit the job again", flush=True)
+        return 1
     base = Path(WORK_DIR).resolve()
+    patterns = [f"{FOLDER}/inputs/*", f"{FOLDER}/code/*"]
     snapshot_download(REPO, repo_type="dataset", revision=REVISION, local_dir=base,
-                      allow_patterns=[f"{FOLDER}/inputs/*"])
+                      allow_patterns=patterns)
     work = base / FOLDER / "inputs"
     work.mkdir(parents=True, exist_ok=True)
     before = files(work)
+    if RESUME:  # the earlier run's outputs, at the paths its command wrote them to
+        snapshot_download(REPO, repo_type="dataset", local_dir=base,
+                          allow_patterns=[f"{RESUME}/outputs/*"])
+        shutil.copytree(base / RESUME / "outputs", work, dirs_exist_ok=True)
+        print(f"resuming from the outputs of {RESUME}", flush=True)
+    python = install(base)
+    where = subprocess.run([str(python), "-c", "import qmd_ft; print(qmd_ft.__file__)"],
+                           capture_output=True, text=True).stdout.strip()
+    print(f"qmd-ft from the shipped wheel: {where}", flush=True)
+    outputs = Outputs(work, before)
     print(f"$ qmd-ft {shlex.join(COMMAND)}", flush=True)
-    code = subprocess.call([sys.executable, "-m", "qmd_ft", *COMMAND], cwd=work)
-    changed = sorted(p for p, sig in files(work).items() if before.get(p) != sig)
-    if changed:
-        HfApi().create_commit(
-            REPO, repo_type="dataset", commit_message=f"{FOLDER}: outputs (exit {code})",
-            operations=[CommitOperationAdd(f"{FOLDER}/outputs/{p}", str(work / p))
-                        for p in changed],
-        )
-        print(f"uploaded {len(changed)} file(s) to {REPO}: {FOLDER}/outputs/", flush=True)
+    proc = subprocess.Popen([str(python), "-m", "qmd_ft", *COMMAND], cwd=work)
+    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
+    stop = threading.Event()
+    syncer = threading.Thread(target=outputs.every, args=(SYNC_SECONDS, stop), daemon=True)
+    syncer.start()
+    code = proc.wait()
+    stop.set()
+    syncer.join()
+    code = code if code >= 0 else 128 - code  # killed by a signal: 128 + its number
+    outputs.sync(f"exit {code}")
     return code
 
 
@@ -138,35 +135,53 @@ if __name__ == "__main__":
 
 
 def render_script(
-    *, requirement: str, repo: str, folder: str, revision: str, command: list[str]
+    *,
+    repo: str,
+    folder: str,
+    revision: str,
+    command: list[str],
+    wheel: str,
+    lock: str,
+    flavor: str,
+    gpus: int,
+    resume: str | None = None,
+    sync_seconds: float = 300,
 ) -> str:
-    """The job script: inline metadata pinning qmd-ft, constants, then the fixed `_BODY`.
+    """The job script: inline metadata, constants, then the fixed `_BODY`.
 
     Values are written as JSON literals (valid TOML and Python), so no argument can break out
     of its string.
     """
+    constants = {
+        "REPO": repo, "FOLDER": folder, "REVISION": revision, "COMMAND": command,
+        "WHEEL": wheel, "LOCK": lock, "FLAVOR": flavor, "GPUS": gpus, "RESUME": resume,
+        "SYNC_SECONDS": sync_seconds, "WORK_DIR": WORK_DIR,
+    }  # fmt: skip
     head = f'''# /// script
 # requires-python = ">=3.11"
-# dependencies = [{json.dumps(requirement)}]
+# dependencies = [{json.dumps(HUB_REQUIREMENT)}]
 # ///
 """qmd-ft on Hugging Face Jobs (generated by qmd-ft {__version__}); see qmd_ft/jobs/script.py.
 
-Runs `qmd-ft COMMAND` on the inputs in REPO (dataset) under FOLDER/inputs at commit REVISION,
-then uploads what it wrote to FOLDER/outputs. `uv run {SCRIPT_NAME}` installs the pinned qmd-ft;
-`python {SCRIPT_NAME}` uses the installed one. The token comes from HF_TOKEN.
+Installs the wheel and lock under FOLDER/code, runs `qmd-ft COMMAND` on the inputs under
+FOLDER/inputs (REPO, a dataset, at commit REVISION) and commits what it writes to
+FOLDER/outputs while it runs. The token comes from HF_TOKEN.
 """
 
 import shlex
+import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 from huggingface_hub import CommitOperationAdd, HfApi, snapshot_download
 
-REPO = {json.dumps(repo)}
-FOLDER = {json.dumps(folder)}
-REVISION = {json.dumps(revision)}
-COMMAND = {json.dumps(command)}
-WORK_DIR = {json.dumps(WORK_DIR)}
 '''
-    return head + _BODY
+    body = "".join(
+        f"{name} = {'None' if value is None else json.dumps(value)}\n"
+        for name, value in constants.items()
+    )
+    return head + body + _BODY
