@@ -28,7 +28,8 @@ from qmd_ft.finite import check_finite
 from qmd_ft.gate import GateRule, compare
 from qmd_ft.manifest import file_sha256
 from qmd_ft.progress import ProgressFn, counter
-from qmd_ft.publish.registry import Registry, open_registry
+from qmd_ft.publish.destination import open_registry
+from qmd_ft.publish.registry import Registry
 from qmd_ft.publish.release import (
     EvaluateDeployed,
     baseline_results,

@@ -260,7 +260,7 @@ def publish(
 
     Example: qmd-ft publish --model outputs/merged --eval outputs/eval/results.json --dry-run
     """
-    from qmd_ft.publish.registry import open_registry
+    from qmd_ft.publish.destination import open_registry
     from qmd_ft.publish.release import execute, harness_evaluator, plan_release
 
     cfg = _config(config, set_)

@@ -21,12 +21,9 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import Final, Protocol
 
 from qmd_ft.errors import UserError
-
-if TYPE_CHECKING:
-    from qmd_ft.config import PublishConfig
 
 EVAL_FILE = "eval_results.json"
 RETRIEVAL_FILE = "retrieval_results.json"
@@ -216,16 +213,3 @@ class LocalRegistry:
                 raise
             self._recover(dest)  # removes the old release, now set aside
         return commit
-
-
-def open_registry(publish: PublishConfig, local: Path | None = None) -> Registry:
-    """Where a release goes: `local` (--registry), else `publish.registry`, else the Hub.
-
-    On the Hub, new repos are created private when `publish.private` is set.
-    """
-    root = local or (Path(publish.registry) if publish.registry else None)
-    if root is not None:
-        return LocalRegistry(root)
-    from qmd_ft.publish.hub import HubRegistry
-
-    return HubRegistry(private=publish.private)
