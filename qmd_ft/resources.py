@@ -3,9 +3,11 @@
 The repo keeps `configs/`, `evals/` and `data/` at its top level; the wheel ships the same files
 as `qmd_ft/_defaults/...` (pyproject's package-dir mapping). Commands name defaults by their
 repo-relative path (`configs/demo/pipeline.yaml`, `evals/queries.txt`, `data/*.jsonl`), so one
-rule serves both: a file the user has under that path wins; a default path that is missing from
-the working directory is read from the copy that came with qmd-ft. That is what lets
-`pip install .` followed by `qmd-ft demo` work from any directory.
+rule serves both: where the working directory has that folder (`configs/`, `evals/`, `data/`),
+it is the user's and is read as it is (a file missing from it stays an error); where it has no
+such folder, the path is read from the copy that came with qmd-ft. That is what lets
+`pip install .` followed by `qmd-ft demo` work from any directory, without ever mixing a user's
+project with the shipped defaults.
 """
 
 from __future__ import annotations
@@ -26,22 +28,28 @@ def defaults_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
-def _is_default(path: Path) -> bool:
-    return not path.is_absolute() and bool(path.parts) and path.parts[0] in DEFAULT_DIRS
+def _shipped(path: Path) -> bool:
+    """A default path whose folder the working directory does not have."""
+    return (
+        not path.is_absolute()
+        and bool(path.parts)
+        and path.parts[0] in DEFAULT_DIRS
+        and not Path(path.parts[0]).exists()
+    )
 
 
 def locate(path: str | Path) -> Path:
-    """`path` itself when it exists (or is not a default path); else the shipped copy, if any."""
+    """`path` itself, or the shipped copy where its default folder is absent here."""
     p = Path(path)
-    if p.exists() or not _is_default(p):
+    if not _shipped(p):
         return p
     shipped = defaults_root() / p
     return shipped if shipped.exists() else p
 
 
 def locate_glob(pattern: str) -> str:
-    """A glob over the working directory when it matches there, else over the shipped copy."""
-    if glob.glob(pattern, recursive=True) or not _is_default(Path(pattern)):
+    """The glob itself, or over the shipped copy where its default folder is absent here."""
+    if not _shipped(Path(pattern)):
         return pattern
     shipped = str(defaults_root() / pattern)
     return shipped if glob.glob(shipped, recursive=True) else pattern

@@ -156,3 +156,17 @@ def test_built_wheel_runs_from_any_directory(tmp_path: Path) -> None:
     tiny = qmd_ft("make-tiny-model", "tiny")
     assert tiny.returncode == 0, tiny.stderr
     assert (away / "tiny" / "config.json").is_file()
+
+
+def test_shipped_defaults_never_mix_with_a_users_folder(tmp_path: Path, monkeypatch) -> None:
+    """Outside a project the shipped copy is read; a folder the user has is theirs alone."""
+    from qmd_ft.resources import defaults_root, locate, locate_glob
+
+    monkeypatch.chdir(tmp_path)
+    assert locate("evals/queries.txt") == defaults_root() / "evals/queries.txt"
+    assert locate_glob("data/*.jsonl") == str(defaults_root() / "data/*.jsonl")
+    assert locate("outputs/x.json") == Path("outputs/x.json")  # not a default folder
+    (tmp_path / "evals").mkdir()
+    (tmp_path / "data").mkdir()
+    assert locate("evals/queries.txt") == Path("evals/queries.txt")  # missing: stays an error
+    assert locate_glob("data/*.jsonl") == "data/*.jsonl"
