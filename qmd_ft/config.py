@@ -197,6 +197,33 @@ class ExportConfig(Section):
     verify: bool = True
 
 
+RetrievalMetric = Literal["recall@5", "recall@10", "mrr", "ndcg@10"]
+
+
+class RetrievalGateConfig(Section):
+    """The gate's search rules (`qmd_ft.gate`): expansions must help search, and not regress.
+
+    Floors are on the paired bootstrap interval's lower bound of the per-query metric delta
+    (metric scale 0-1) on `evals/retrieval/`.
+    """
+
+    required: bool = Field(
+        default=False,
+        description="Refuse a release without retrieval results (configs/pipeline.yaml: true).",
+    )
+    vs_raw: dict[RetrievalMetric, float] = Field(
+        default_factory=lambda: {"ndcg@10": 0.0},
+        description="Model vs raw query: CI lower bound must be > the floor, per metric.",
+    )
+    vs_deployed: dict[RetrievalMetric, float] = Field(
+        default_factory=lambda: {"ndcg@10": -0.01},
+        description="Model vs deployed model: CI lower bound must be >= the floor, per metric.",
+    )
+    report: list[RetrievalMetric] = Field(
+        default_factory=lambda: ["recall@10"], description="Shown beside the gated metrics."
+    )
+
+
 class PublishConfig(Section):
     """Where releases go and what "better" means for the gate."""
 
@@ -207,6 +234,8 @@ class PublishConfig(Section):
     min_delta: float = Field(default=0.0, description="Mean score delta (points) to beat.")
     min_ci_lower: float = Field(default=-0.5, description="Lower 95% CI bound (points).")
     bootstrap_samples: int = Field(default=10_000, gt=0)
+    confidence: float = Field(default=0.95, gt=0.0, lt=1.0, description="Of every gate interval.")
+    retrieval: RetrievalGateConfig = Field(default_factory=RetrievalGateConfig)
 
     @property
     def resolved_gguf_repo(self) -> str:

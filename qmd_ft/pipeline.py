@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qmd_ft.backend import TrainRequest, get_backend
 from qmd_ft.config import Config, load_config
@@ -23,18 +23,24 @@ from qmd_ft.data.prepare import inputs_hash, prepare
 from qmd_ft.data.reader import resolve_paths
 from qmd_ft.errors import UserError
 from qmd_ft.evaluation import load_results, run_eval, write_results
-from qmd_ft.gate import GateRule, compare
+from qmd_ft.gate import Verdict
 from qmd_ft.manifest import file_sha256
 from qmd_ft.progress import ProgressFn, counter
-from qmd_ft.publish.registry import Registry, open_registry
+from qmd_ft.publish.registry import EVAL_FILE, RETRIEVAL_FILE, Registry, open_registry
 from qmd_ft.publish.release import (
     EvaluateDeployed,
-    baseline_results,
+    EvaluateDeployedRetrieval,
     execute,
     harness_evaluator,
+    harness_retrieval_evaluator,
+    judge,
+    load_retrieval,
     plan_release,
 )
 from qmd_ft.queries import read_queries
+
+if TYPE_CHECKING:
+    from qmd_ft.retrieval.run import Indexes
 
 STATE_FILE = "pipeline_state.json"
 
@@ -59,6 +65,8 @@ class StageResult:
     seconds: float = 0.0
     skipped: bool = False
     inputs: str = ""
+    verdict: Verdict | None = None
+    """The gate's verdict, on the stages that reached one (compare, publish)."""
 
 
 @dataclass
@@ -76,6 +84,9 @@ class Pipeline:
     max_steps: int | None = None
     log: Callable[[str], None] = print
     on_progress: ProgressFn | None = None
+    indexes: Indexes | None = None
+    """The retrieval eval's corpus indexes, built once on first use and shared (the demo
+    passes its own so the untrained model, the candidate and the deployed one reuse them)."""
     results: dict[str, StageResult] = field(default_factory=dict)
     state: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -203,10 +214,33 @@ class Pipeline:
         get_backend(self.backend).merge(base, adapters, out)
         return StageResult("merge", str(out), _size(out), inputs=inputs)
 
+    @property
+    def eval_dir(self) -> Path:
+        return self.out / "eval"
+
+    @property
+    def with_retrieval(self) -> bool:
+        """The retrieval eval runs when the gate requires it (configs/pipeline.yaml does)."""
+        return self.cfg.publish.retrieval.required
+
+    def retrieval_indexes(self) -> Indexes:
+        """The corpus indexes (about a minute to embed the notes), built once per pipeline."""
+        from qmd_ft.retrieval.run import EVAL_DIR, build_indexes
+
+        if self.indexes is None:
+            self.indexes = build_indexes(EVAL_DIR / "notes")
+        return self.indexes
+
     def stage_eval(self) -> StageResult:
+        """The rubric eval, and the retrieval eval when the gate needs it, of the merged model."""
         merged = self.results["merge"].artifact
         qfile = Path(self.cfg.eval.queries)
-        inputs = _hash(self.inputs_of("merge"), self.cfg.eval.model_dump(), file_sha256(qfile))
+        inputs = _hash(
+            self.inputs_of("merge"),
+            self.cfg.eval.model_dump(),
+            file_sha256(qfile),
+            self.with_retrieval,
+        )
         if hit := self.cached("eval", inputs):
             return hit
         queries = read_queries(qfile)
@@ -220,56 +254,92 @@ class Pipeline:
             on_batch=counter(self.on_progress, "evaluating", len(queries)),
             queries=queries,
         )
-        path = self.out / "eval" / "results.json"
-        write_results(data, path)
-        return StageResult(
-            "eval", str(path), f"mean reward {data['summary']['mean_reward']:.4f}", inputs=inputs
-        )
-
-    @property
-    def rule(self) -> GateRule:
-        p = self.cfg.publish
-        return GateRule(p.min_delta, p.min_ci_lower, p.bootstrap_samples)
+        out = self.eval_dir
+        if out.exists():
+            shutil.rmtree(out)  # no retrieval file of an earlier model may stay beside it
+        write_results(data, out / EVAL_FILE)
+        key = f"mean reward {data['summary']['mean_reward']:.4f}"
+        if self.with_retrieval:
+            found = self.retrieval_evaluator(Path(merged))
+            write_results(found, out / RETRIEVAL_FILE)
+            mean = found["systems"]["model"]["mean"]
+            key += f"; recall@10 {mean['recall@10']:.3f}, ndcg@10 {mean['ndcg@10']:.3f}"
+        return StageResult("eval", str(out), key, inputs=inputs)
 
     @property
     def evaluator(self) -> EvaluateDeployed:
         return harness_evaluator(self.backend, self.cfg.eval, self.device, self.on_progress)
 
+    @property
+    def retrieval_evaluator(self) -> EvaluateDeployedRetrieval:
+        return harness_retrieval_evaluator(
+            self.backend, self.cfg.eval, self.device, self.retrieval_indexes
+        )
+
+    def candidate_retrieval(self) -> Path | None:
+        path = self.eval_dir / RETRIEVAL_FILE
+        return path if path.is_file() else None
+
     def stage_compare(self) -> StageResult:
-        cand = load_results(self.results["eval"].artifact)
-        repo = self.cfg.publish.repo
-        baseline, source = baseline_results(self.registry, repo, cand, self.evaluator)
-        if baseline is None:
-            return StageResult("compare", None, f"{source}: first release")
-        gate = compare(cand, baseline, self.rule)
-        verdict = "PASS" if gate.passed else "FAIL: " + "; ".join(gate.reasons)
-        return StageResult("compare", None, f"{gate.mean_delta:+.2f} points, {verdict}")
+        """The gate's verdict, written beside the run; publish and the CLI read this object."""
+        merged = Path(self.results["merge"].artifact)
+        ret = self.candidate_retrieval()
+        verdict = judge(
+            self.cfg.publish,
+            self.registry,
+            self.cfg.publish.repo,
+            load_results(self.eval_dir / EVAL_FILE),
+            load_retrieval(ret, merged) if ret else None,
+            self.evaluator,
+            self.retrieval_evaluator,
+        )
+        path = self.out / "compare" / "verdict.json"
+        write_results(verdict.to_dict(), path)
+        return StageResult("compare", str(path), verdict.headline(), verdict=verdict)
+
+    @property
+    def verdict(self) -> Verdict | None:
+        """The latest verdict of this run (publish's, else compare's), if one was reached."""
+        for name in ("publish", "compare"):
+            r = self.results.get(name)
+            if r is not None and r.verdict is not None:
+                return r.verdict
+        return None
 
     def gate_passed(self) -> bool:
-        r = self.results.get("compare")
-        return r is None or "FAIL" not in r.key
+        return self.verdict is None or self.verdict.passed
 
     def stage_publish(self) -> StageResult:
         if not self.gate_passed():
-            return StageResult("publish", None, "skipped: gate failed")
+            return StageResult("publish", None, "skipped: gate refused", verdict=self.verdict)
         merged = Path(self.results["merge"].artifact)
         plan = plan_release(
             merged,
-            Path(self.results["eval"].artifact),
+            self.eval_dir / EVAL_FILE,
             self.registry,
             self.cfg.publish.repo,
-            self.rule,
+            self.cfg.publish,
             self.evaluator,
+            retrieval=self.candidate_retrieval(),
+            evaluate_deployed_retrieval=self.retrieval_evaluator,
+            verdict=self.verdict,
         )
         if self.dry_run:
             self.log(
                 f"dry run: would publish {len(plan.files)} file(s) to {plan.repo}: {plan.message}"
             )
-            return StageResult("publish", None, f"dry run → {plan.repo}")
+            return StageResult("publish", None, f"dry run → {plan.repo}", verdict=plan.verdict)
         if not plan.passed:
-            return StageResult("publish", None, "gate failed: " + "; ".join(plan.gate.reasons))
+            return StageResult(
+                "publish",
+                None,
+                "gate refused: " + "; ".join(plan.verdict.reasons),
+                verdict=plan.verdict,
+            )
         commit = execute(plan, self.registry)[0]
-        return StageResult("publish", f"{self.registry.name}:{plan.repo}", commit)
+        return StageResult(
+            "publish", f"{self.registry.name}:{plan.repo}", commit, verdict=plan.verdict
+        )
 
     def stage_gguf(self) -> StageResult:
         from qmd_ft.gguf.build import build
@@ -311,12 +381,8 @@ class Pipeline:
 
 
 def gate_refused(results: list[StageResult]) -> bool:
-    """Whether a run's gate refused the release: compare failed, or publish's own check did."""
-    return any(
-        (r.name == "compare" and "FAIL" in r.key)
-        or (r.name == "publish" and r.key.startswith(("gate failed", "skipped: gate failed")))
-        for r in results
-    )
+    """Whether a run's gate refused the release: any verdict it reached did not pass."""
+    return any(r.verdict is not None and not r.verdict.passed for r in results)
 
 
 def _trainer_log(adapter: Path) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from qmd_ft.cli.progress import progress_bars
 from qmd_ft.config import Config, load_config
 from qmd_ft.errors import UserError
 from qmd_ft.evaluation import load_results, run_eval, write_results
-from qmd_ft.gate import GateResult, GateRule, compare, retrieval_reasons
+from qmd_ft.gate import Verdict
 from qmd_ft.outputs import check_output_file
 from qmd_ft.progress import counter
 from qmd_ft.queries import read_queries
@@ -169,35 +169,51 @@ def _eval_retrieval(
         console.print(f"results → {out}")
 
 
-def print_gate(result: GateResult) -> None:
-    """Per-query wins and losses, then the decision."""
-    table = Table(title="candidate vs baseline (points = reward x 100)")
-    for col in ("query", "candidate", "baseline", "delta"):
-        table.add_column(col, overflow="fold")
-    for row in result.per_query:
-        if row["delta"]:
-            style = "green" if row["delta"] > 0 else "red"
-            table.add_row(
-                row["query"],
-                str(row["candidate"]),
-                str(row["baseline"]),
-                f"[{style}]{row['delta']:+.2f}[/{style}]",
-            )
-    console.print(table)
-    lo, hi = result.ci
-    console.print(
-        f"{result.wins} wins, {result.losses} losses, {result.ties} ties on {result.n} queries; "
-        f"mean delta {result.mean_delta:+.2f} points, 95% CI [{lo:+.2f}, {hi:+.2f}]"
-    )
-    if result.passed:
+def print_gate(verdict: Verdict) -> None:
+    """Per-query rubric wins and losses, every rule with its numbers, then the decision."""
+    if verdict.per_query:
+        table = Table(title="candidate vs baseline (points = reward x 100)")
+        for col in ("query", "candidate", "baseline", "delta"):
+            table.add_column(col, overflow="fold")
+        for row in verdict.per_query:
+            if row["delta"]:
+                style = "green" if row["delta"] > 0 else "red"
+                table.add_row(
+                    row["query"],
+                    str(row["candidate"]),
+                    str(row["baseline"]),
+                    f"[{style}]{row['delta']:+.2f}[/{style}]",
+                )
+        console.print(table)
+    console.print(gate_table(verdict))
+    if verdict.passed:
         console.print("[green]gate: PASS[/green]")
     else:
-        console.print("[red]gate: FAIL[/red] — " + "; ".join(result.reasons), markup=True)
+        console.print("[red]gate: FAIL[/red] — " + "; ".join(verdict.reasons), markup=True)
 
 
-def _rule(cfg: Config) -> GateRule:
-    p = cfg.publish
-    return GateRule(p.min_delta, p.min_ci_lower, p.bootstrap_samples)
+def gate_table(verdict: Verdict) -> Table:
+    """One row per rule (and per reported metric): the numbers the decision used."""
+    table = Table(title=f"release gate (baseline: {verdict.baseline_source})")
+    for col in ("rule", "metric", "candidate", "baseline", "delta [CI]", "requirement", "result"):
+        table.add_column(col, overflow="fold")
+    for rule in verdict.rules:
+        rows = [(rule.metric, rule.numbers, rule.requirement, rule.status, rule.reason)]
+        rows += [(m, n, "(reported)", "", "") for m, n in rule.reported.items()]
+        for metric, n, requirement, status, reason in rows:
+            nums = ["-", "-", "-"]
+            if n is not None:
+                nums = [
+                    f"{n.candidate:.4g}",
+                    f"{n.baseline:.4g}",
+                    f"{n.mean_delta:+.4g} [{n.ci_low:+.4g}, {n.ci_high:+.4g}]",
+                ]
+            style = {"pass": "green", "fail": "red"}.get(status, "yellow")
+            shown = f"[{style}]{status}[/{style}]" if status else ""
+            if reason and status != "fail":
+                shown += f" ({reason})"
+            table.add_row(rule.name, metric, *nums, requirement, shown)
+    return table
 
 
 def compare_cmd(
@@ -210,34 +226,32 @@ def compare_cmd(
     retrieval_baseline: Annotated[
         Path | None, typer.Option(help="Baseline's `eval --retrieval` results.")
     ] = None,
-    retrieval_metric: Annotated[str, typer.Option(help="Retrieval metric to guard.")] = "recall@10",
-    retrieval_max_drop: Annotated[float, typer.Option(help="Allowed drop (0 = none).")] = 0.0,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Exit 0 only when the candidate beats the baseline by the configured margin.
+    """Exit 0 only when the candidate passes every rule of the gate against the baseline.
 
-    With both retrieval files, the candidate must also not regress on retrieval.
+    With retrieval results, the candidate's expansions must also help search (vs raw query)
+    and, with the baseline's too, not regress (rules and floors: publish.retrieval).
 
     Example: qmd-ft compare outputs/eval/results.json deployed.json
     """
-    result = compare(load_results(candidate), load_results(baseline), _rule(_config(config, set_)))
-    if (retrieval_candidate is None) != (retrieval_baseline is None):
-        raise UserError("give both --retrieval-candidate and --retrieval-baseline, or neither")
-    if retrieval_candidate and retrieval_baseline:
-        extra = retrieval_reasons(
-            _read_json(retrieval_candidate),
-            _read_json(retrieval_baseline),
-            retrieval_metric,
-            retrieval_max_drop,
-        )
-        result.reasons += extra
-        result.passed = result.passed and not extra
+    from qmd_ft.gate import decide
+
+    cfg = _config(config, set_)
+    verdict = decide(
+        cfg.publish,
+        candidate=load_results(candidate),
+        baseline=load_results(baseline),
+        baseline_source=str(baseline),
+        candidate_retrieval=_read_json(retrieval_candidate) if retrieval_candidate else None,
+        baseline_retrieval=_read_json(retrieval_baseline) if retrieval_baseline else None,
+    )
     if json_:
-        print_json(result.to_dict())
+        print_json(verdict.to_dict())
     else:
-        print_gate(result)
-    if not result.passed:
+        print_gate(verdict)
+    if not verdict.passed:
         raise typer.Exit(1)
 
 
@@ -275,7 +289,7 @@ def publish(
             eval_results,
             reg,
             dest,
-            _rule(cfg),
+            cfg.publish,
             harness_evaluator(backend, cfg.eval, on_progress=on_progress),
             gguf_dir=gguf,
             retrieval=retrieval,
@@ -283,8 +297,7 @@ def publish(
             force_name=force,
         )
     console.print(f"baseline: {plan.baseline_source}")
-    if plan.gate:
-        print_gate(plan.gate)
+    print_gate(plan.verdict)
     if dry_run:
         console.print(f"dry run: would commit {len(plan.files)} file(s) to {reg.name}:{plan.repo}")
         plain(f"commit message: {plan.message}")

@@ -6,11 +6,14 @@ they came from. Nothing secret goes in: only results, configs and manifests, che
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from qmd_ft import prompt
+
+if TYPE_CHECKING:
+    from qmd_ft.gate import Verdict
 
 
 def _metadata(base_model: str, gguf: bool) -> str:
@@ -24,7 +27,7 @@ def _metadata(base_model: str, gguf: bool) -> str:
     return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n"
 
 
-def _eval_table(results: dict[str, Any], gate: dict[str, Any] | None) -> list[str]:
+def _eval_table(results: dict[str, Any]) -> list[str]:
     s = results["summary"]
     lines = [
         "| metric | value |",
@@ -34,15 +37,59 @@ def _eval_table(results: dict[str, Any], gate: dict[str, Any] | None) -> list[st
         f"| mean score (%) | {s['mean_percentage']:.1f} |",
         *(f"| {k} | {v} |" for k, v in s["ratings"].items()),
     ]
-    if gate:
-        lo, hi = gate["ci"]
-        lines.append(
-            f"| vs deployed | {gate['mean_delta']:+.2f} points (95% CI {lo:+.2f} .. {hi:+.2f}), "
-            f"{gate['wins']} wins / {gate['losses']} losses |"
-        )
     lines += ["", "| category | mean reward |", "| --- | --- |"]
     lines += [f"| {c} | {v:.4f} |" for c, v in s["categories"].items()]
     return lines
+
+
+def _retrieval_table(retrieval: dict[str, Any]) -> list[str]:
+    """Search quality on `evals/retrieval/`: raw query, this model's expansions, gold."""
+    corpus = retrieval.get("corpus", {})
+    metrics = list(retrieval["systems"]["raw"]["mean"])
+    lines = [
+        f"## Search quality ({corpus.get('notes')} notes, {corpus.get('queries')} queries)",
+        "",
+        "The expansions searched QMD's way (BM25 + vectors, RRF); `raw` is the query alone.",
+        "",
+        "| system | " + " | ".join(metrics) + " |",
+        "| --- |" + " --- |" * len(metrics),
+    ]
+    for name, summary in retrieval["systems"].items():
+        lines.append(
+            f"| {name} | " + " | ".join(f"{summary['mean'][m]:.3f}" for m in metrics) + " |"
+        )
+    return [*lines, ""]
+
+
+def _gate_table(verdict: Verdict) -> list[str]:
+    """Every rule of the release gate with its numbers: the very ones the decision used."""
+    lines = [
+        f"## Release gate: {'PASS' if verdict.passed else 'REFUSED'}",
+        "",
+        f"Baseline: {verdict.baseline_source}.",
+        "",
+        "| rule | metric | requirement | candidate | baseline | delta (CI) | result |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for rule in verdict.rules:
+        rows = [(rule.metric, rule.numbers, rule.requirement, rule.status, rule.reason)]
+        rows += [(m, n, "reported", "-", "") for m, n in rule.reported.items()]
+        for metric, n, requirement, status, reason in rows:
+            if n is None:
+                cells = ["-", "-", "-"]
+            else:
+                cells = [
+                    f"{n.candidate:.4g}",
+                    f"{n.baseline:.4g}",
+                    f"{n.mean_delta:+.4g} ({n.ci_low:+.4g} .. {n.ci_high:+.4g})",
+                ]
+            result = status + (f": {reason}" if reason and status != "fail" else "")
+            lines.append(
+                f"| {rule.name} | {metric} | {requirement} | "
+                + " | ".join(cells)
+                + f" | {result} |"
+            )
+    return [*lines, ""]
 
 
 def render_card(
@@ -51,7 +98,8 @@ def render_card(
     *,
     base_model: str,
     training: dict[str, Any] | list[dict[str, Any]] | None = None,
-    gate: dict[str, Any] | None = None,
+    verdict: Verdict | None = None,
+    retrieval: dict[str, Any] | None = None,
     gguf_files: list[str] | None = None,
 ) -> str:
     """README.md for a release (model repo, or its -gguf twin when `gguf_files` is given)."""
@@ -76,9 +124,13 @@ def render_card(
         "",
         f"## Evaluation (rubric {results['rubric_version']})",
         "",
-        *_eval_table(results, gate),
+        *_eval_table(results),
         "",
     ]
+    if retrieval is not None:
+        parts += _retrieval_table(retrieval)
+    if verdict is not None:
+        parts += _gate_table(verdict)
     if gguf_files is not None:
         parts += ["## Files", "", *(f"- `{f}`" for f in gguf_files), ""]
     if training:
@@ -105,13 +157,18 @@ def render_card(
     return "\n".join(parts)
 
 
-def commit_message(results: dict[str, Any], gate: dict[str, Any] | None) -> str:
+def commit_message(results: dict[str, Any], verdict: Verdict | None) -> str:
     """One line a `git log` reader can judge the release by."""
     s = results["summary"]
     msg = (
         f"qmd-ft release: mean reward {s['mean_reward']:.4f} ({s['mean_percentage']:.1f}%) "
         f"on {s['n']} queries, rubric {results['rubric_version']}"
     )
-    if gate:
-        msg += f"; {gate['mean_delta']:+.2f} points vs deployed"
+    rubric = verdict.rule("rubric_vs_deployed") if verdict else None
+    if rubric and rubric.numbers:
+        msg += f"; {rubric.numbers.mean_delta:+.2f} points vs deployed"
+    if verdict:
+        for rule in verdict.rules:
+            if rule.name.startswith("retrieval") and rule.numbers:
+                msg += f"; {rule.metric} {rule.numbers.mean_delta:+.3f} {rule.name[10:]}"
     return msg

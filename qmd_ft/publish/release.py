@@ -13,19 +13,25 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qmd_ft.config import EvalConfig, ModelConfig
+from qmd_ft.config import EvalConfig, ModelConfig, PublishConfig
 from qmd_ft.errors import UserError
 from qmd_ft.evaluation import load_results, model_hash, run_eval, write_results
-from qmd_ft.gate import GateResult, GateRule, compare, retrieval_reasons
+from qmd_ft.gate import Verdict, decide
 from qmd_ft.manifest import MANIFEST, origin_model, read_manifest
 from qmd_ft.progress import ProgressFn, counter
 from qmd_ft.publish.card import commit_message, render_card
 from qmd_ft.publish.registry import EVAL_FILE, RETRIEVAL_FILE, Registry, check_repo_name
 
+if TYPE_CHECKING:
+    from qmd_ft.retrieval.run import Indexes
+
 EvaluateDeployed = Callable[[Path, dict[str, Any]], dict[str, Any]]
 """(deployed model dir, candidate results) → results of the deployed model, same harness."""
+
+EvaluateDeployedRetrieval = Callable[[Path], dict[str, Any]]
+"""Deployed model dir → its `eval --retrieval` results, same harness as the candidate's."""
 
 
 @dataclass
@@ -36,15 +42,18 @@ class ReleasePlan:
     files: dict[str, Path]
     message: str
     card: str
-    gate: GateResult | None
-    baseline_source: str
+    verdict: Verdict
     gguf_repo: str | None = None
     gguf_files: dict[str, Path] = field(default_factory=dict)
     gguf_card: str | None = None
 
     @property
     def passed(self) -> bool:
-        return self.gate is None or self.gate.passed
+        return self.verdict.passed
+
+    @property
+    def baseline_source(self) -> str:
+        return self.verdict.baseline_source
 
 
 def harness_evaluator(
@@ -77,6 +86,27 @@ def harness_evaluator(
     return evaluate
 
 
+def harness_retrieval_evaluator(
+    backend: str,
+    gen: EvalConfig,
+    device: str | None = None,
+    indexes: Callable[[], Indexes] | None = None,
+) -> EvaluateDeployedRetrieval:
+    """Retrieval-evaluate a model as the candidate was: same backend, settings and corpus.
+
+    `indexes` hands over already built corpus indexes (built on first call), so a run that
+    evaluates several models embeds the notes once.
+    """
+
+    def evaluate(path: Path) -> dict[str, Any]:
+        from qmd_ft.retrieval.cli_eval import retrieval_eval
+
+        built = indexes() if indexes is not None else None
+        return retrieval_eval(str(path), [], gen, backend=backend, device=device, indexes=built)
+
+    return evaluate
+
+
 def model_files(model: Path) -> dict[str, Path]:
     """Every file of a model directory by its path in the repo (hidden files left out)."""
     return {
@@ -104,20 +134,54 @@ def baseline_results(
     return None, "nothing deployed yet"
 
 
-def _retrieval_check(
-    path: Path | None, model: Path, registry: Registry, repo: str, gate: GateResult | None
+def baseline_retrieval(
+    registry: Registry, repo: str, evaluate: EvaluateDeployedRetrieval | None
 ) -> dict[str, Any] | None:
-    """The second gate metric: no retrieval regression against the deployed model's file."""
-    if path is None:
-        return None
-    doc = json.loads(path.read_text(encoding="utf-8"))
+    """The deployed model's retrieval results: its published file, else a fresh run, else none."""
+    path = registry.fetch_file(repo, RETRIEVAL_FILE)
+    if path is not None:
+        return _read_json(path)
+    if evaluate is not None and registry.exists(repo):
+        return evaluate(registry.download(repo))
+    return None
+
+
+def judge(
+    publish: PublishConfig,
+    registry: Registry,
+    repo: str,
+    candidate: dict[str, Any],
+    candidate_retrieval: dict[str, Any] | None,
+    evaluate_deployed: EvaluateDeployed,
+    evaluate_deployed_retrieval: EvaluateDeployedRetrieval | None = None,
+) -> Verdict:
+    """The gate's verdict on a candidate against whatever is deployed at `repo`."""
+    baseline, source = baseline_results(registry, repo, candidate, evaluate_deployed)
+    base_retrieval = None
+    if baseline is not None and candidate_retrieval is not None:
+        base_retrieval = baseline_retrieval(registry, repo, evaluate_deployed_retrieval)
+    return decide(
+        publish,
+        candidate=candidate,
+        baseline=baseline,
+        baseline_source=source,
+        candidate_retrieval=candidate_retrieval,
+        baseline_retrieval=base_retrieval,
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: cannot read JSON ({e})") from e
+
+
+def load_retrieval(path: Path, model: Path) -> dict[str, Any]:
+    """A candidate's `eval --retrieval` results, checked to come from this model."""
+    doc = _read_json(path)
     if doc.get("provenance", {}).get("model_sha256") != model_hash(str(model)):
         raise UserError(f"{path} was not produced from {model} (model hash differs)")
-    deployed = registry.fetch_file(repo, RETRIEVAL_FILE)
-    if deployed is not None and gate is not None:
-        reasons = retrieval_reasons(doc, json.loads(deployed.read_text(encoding="utf-8")))
-        gate.reasons += reasons
-        gate.passed = gate.passed and not reasons
     return doc
 
 
@@ -126,15 +190,21 @@ def plan_release(
     results_path: Path,
     registry: Registry,
     repo: str,
-    rule: GateRule,
+    publish: PublishConfig,
     evaluate_deployed: EvaluateDeployed,
     *,
     gguf_dir: Path | None = None,
     gguf_repo: str | None = None,
     force_name: bool = False,
     retrieval: Path | None = None,
+    evaluate_deployed_retrieval: EvaluateDeployedRetrieval | None = None,
+    verdict: Verdict | None = None,
 ) -> ReleasePlan:
-    """Everything up to (not including) the upload; raises UserError on a bad input."""
+    """Everything up to (not including) the upload; raises UserError on a bad input.
+
+    `verdict`, when given, is the one the pipeline's compare stage reached on these very
+    files; otherwise the gate is judged here (`judge`), the same way.
+    """
     check_repo_name(repo, force=force_name)
     if not (model / "config.json").is_file():
         raise UserError(f"{model}: not a merged model directory (no config.json)")
@@ -145,16 +215,30 @@ def plan_release(
             f"{results_path} was not produced from {model} (model hash differs): "
             "evaluate this model before publishing it"
         )
-    baseline, source = baseline_results(registry, repo, results, evaluate_deployed)
-    gate = compare(results, baseline, rule) if baseline is not None else None
-    retrieval_doc = _retrieval_check(retrieval, model, registry, repo, gate)
+    retrieval_doc = load_retrieval(retrieval, model) if retrieval is not None else None
+    if verdict is None:
+        verdict = judge(
+            publish,
+            registry,
+            repo,
+            results,
+            retrieval_doc,
+            evaluate_deployed,
+            evaluate_deployed_retrieval,
+        )
     manifest = read_manifest(model) or {}
     # A merged model's manifest lists its training stages; a trained directory has its config.
     training = manifest.get("stages") or (manifest.get("config") or {}).get("training")
     base_model = origin_model(str(model)) if manifest else ModelConfig().base
-    gate_dict = gate.to_dict() if gate else None
-    card = render_card(repo, results, base_model=base_model, training=training, gate=gate_dict)
-    message = commit_message(results, gate_dict)
+    card = render_card(
+        repo,
+        results,
+        base_model=base_model,
+        training=training,
+        verdict=verdict,
+        retrieval=retrieval_doc,
+    )
+    message = commit_message(results, verdict)
     staging = Path(tempfile.mkdtemp(prefix="qmd-ft-release-"))
     (staging / "README.md").write_text(card, encoding="utf-8")
     write_results(results, staging / EVAL_FILE)
@@ -166,7 +250,7 @@ def plan_release(
         files[RETRIEVAL_FILE] = staging / RETRIEVAL_FILE
     if (model / MANIFEST).is_file():
         files["qmd_ft_manifest.json"] = model / MANIFEST
-    plan = ReleasePlan(repo, files, message, card, gate, source)
+    plan = ReleasePlan(repo, files, message, card, verdict)
     if gguf_dir is not None:
         ggufs = sorted(gguf_dir.glob("*.gguf"))
         if not ggufs:
@@ -174,7 +258,12 @@ def plan_release(
         plan.gguf_repo = gguf_repo or f"{repo}-gguf"
         names = [p.name for p in ggufs]
         plan.gguf_card = render_card(
-            plan.gguf_repo, results, base_model=repo, gate=gate_dict, gguf_files=names
+            plan.gguf_repo,
+            results,
+            base_model=repo,
+            verdict=verdict,
+            retrieval=retrieval_doc,
+            gguf_files=names,
         )
         (staging / "README.gguf.md").write_text(plan.gguf_card, encoding="utf-8")
         plan.gguf_files = {p.name: p for p in sorted(gguf_dir.iterdir()) if p.is_file()}
@@ -186,7 +275,7 @@ def plan_release(
 def execute(plan: ReleasePlan, registry: Registry) -> list[str]:
     """Upload a passed plan; refuses a failed one (the gate is not advisory)."""
     if not plan.passed:
-        raise UserError("gate failed: " + "; ".join(plan.gate.reasons if plan.gate else []))
+        raise UserError("gate failed: " + "; ".join(plan.verdict.reasons))
     commits = [registry.upload(plan.repo, plan.files, plan.message)]
     if plan.gguf_repo:
         commits.append(registry.upload(plan.gguf_repo, plan.gguf_files, plan.message + " (GGUF)"))

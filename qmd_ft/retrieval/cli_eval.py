@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qmd_ft import prompt
 from qmd_ft.config import EvalConfig
 from qmd_ft.evaluation import backend_for, model_hash
+
+if TYPE_CHECKING:
+    from qmd_ft.retrieval.run import Indexes
 
 
 def retrieval_eval(
@@ -23,8 +26,12 @@ def retrieval_eval(
     backend: str = "auto",
     device: str | None = None,
     eval_dir: Path | None = None,
+    indexes: Indexes | None = None,
 ) -> dict[str, Any]:
-    """Expansions from the model for every judged query, scored by retrieval."""
+    """Expansions from the model for every judged query, scored by retrieval.
+
+    `indexes`: corpus indexes already built over `eval_dir/notes` (reused across models).
+    """
     from qmd_ft.backend import get_backend
     from qmd_ft.retrieval.run import EVAL_DIR, load_queries, run_retrieval_eval
 
@@ -39,7 +46,7 @@ def retrieval_eval(
         outs = generate([prompt.render_prompt(q.query) for q in batch])
         expansions.update({q.id: out for q, out in zip(batch, outs, strict=True)})
     seconds = time.perf_counter() - start
-    result = run_retrieval_eval(expansions, eval_dir=root)
+    result = run_retrieval_eval(expansions, eval_dir=root, indexes=indexes)
     result["provenance"] = {
         "model": model,
         "model_sha256": model_hash(model),
