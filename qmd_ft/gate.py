@@ -279,6 +279,11 @@ def retrieval_vs_deployed(
             "the retrieval results were measured on different corpora "
             f"({cand_doc.get('corpus')} vs {base_doc.get('corpus')}): evaluate both the same way"
         )
+    if _sampling(cand_doc) != _sampling(base_doc):
+        raise UserError(
+            "the retrieval results were generated differently (greedy vs sampled, or other "
+            f"settings: {_sampling(cand_doc)} vs {_sampling(base_doc)}): evaluate both the same way"
+        )
     cand, base = retrieval_rows(cand_doc, "model"), retrieval_rows(base_doc, "model")
     if set(cand) != set(base):
         raise UserError("the retrieval results cover different queries: cannot pair them")

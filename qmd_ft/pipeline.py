@@ -1,6 +1,6 @@
 """`qmd-ft pipeline`: QMD's release checklist end to end, resumable stage by stage.
 
-prepare → sft → grpo → merge → eval → compare → publish → gguf → publish_gguf. Each stage's
+prepare → sft → grpo → merge → gguf → eval → compare → publish → publish_gguf. Each stage's
 inputs are hashed (data, configs, the previous stage's hash); a stage whose hash matches its last
 successful run and whose artifact still exists is skipped, so a re-run after a crash or an edit
 redoes exactly what changed. State lives in `<out>/pipeline_state.json`.
@@ -22,14 +22,13 @@ from qmd_ft.config import Config, load_config
 from qmd_ft.data.prepare import inputs_hash, prepare
 from qmd_ft.data.reader import resolve_paths
 from qmd_ft.errors import UserError
-from qmd_ft.evaluation import load_results, run_eval, write_results
+from qmd_ft.evaluation import load_results, model_hash, run_eval, run_sampled_eval, write_results
 from qmd_ft.gate import Verdict
 from qmd_ft.manifest import file_sha256
 from qmd_ft.progress import ProgressFn, counter
 from qmd_ft.publish.registry import EVAL_FILE, RETRIEVAL_FILE, Registry, open_registry
 from qmd_ft.publish.release import (
     EvaluateDeployed,
-    EvaluateDeployedRetrieval,
     execute,
     harness_evaluator,
     harness_retrieval_evaluator,
@@ -43,6 +42,8 @@ if TYPE_CHECKING:
     from qmd_ft.retrieval.run import Indexes
 
 STATE_FILE = "pipeline_state.json"
+GREEDY_FILE = "greedy_results.json"
+"""The merged model's greedy eval, kept beside the gate's sampled GGUF eval for the card."""
 
 
 SFT_SECTIONS = {"model", "dataset", "training", "lora"}
@@ -225,26 +226,46 @@ class Pipeline:
 
     def retrieval_indexes(self) -> Indexes:
         """The corpus indexes (about a minute to embed the notes), built once per pipeline."""
-        from qmd_ft.retrieval.run import EVAL_DIR, build_indexes
+        from qmd_ft.retrieval.run import build_indexes
 
         if self.indexes is None:
-            self.indexes = build_indexes(EVAL_DIR / "notes")
+            self.indexes = build_indexes(Path(self.cfg.eval.retrieval_dir) / "notes")
         return self.indexes
 
+    def serving_file(self) -> Path:
+        """The GGUF file QMD would load (serving.quant), from this run's gguf stage."""
+        quant = self.cfg.serving.quant
+        gguf = self.results.get("gguf")
+        if gguf is None or gguf.artifact is None:
+            raise UserError("serving.enabled needs the gguf stage to run before eval")
+        found = sorted(Path(gguf.artifact).glob(f"*-{quant.upper()}.gguf"))
+        if not found:
+            raise UserError(f"no {quant} GGUF in {gguf.artifact}: add it to export.quants")
+        return found[0]
+
     def stage_eval(self) -> StageResult:
-        """The rubric eval, and the retrieval eval when the gate needs it, of the merged model."""
+        """The gate's evals: rubric (and retrieval when the gate needs it) of what ships.
+
+        With `serving.enabled` the gate's numbers come from the serving GGUF, sampled as QMD
+        samples (eval_results.json, retrieval_results.json), and the greedy eval of the merged
+        model is kept beside them (greedy_results.json) for the card. Otherwise the merged
+        model's greedy eval is the gate's.
+        """
         merged = self.results["merge"].artifact
         qfile = Path(self.cfg.eval.queries)
+        serving = self.cfg.serving if self.cfg.serving.enabled else None
         inputs = _hash(
             self.inputs_of("merge"),
             self.cfg.eval.model_dump(),
             file_sha256(qfile),
             self.with_retrieval,
+            serving.model_dump() if serving else None,
+            self.inputs_of("gguf") if serving else None,
         )
         if hit := self.cached("eval", inputs):
             return hit
         queries = read_queries(qfile)
-        data = run_eval(
+        greedy = run_eval(
             merged,
             [],
             qfile,
@@ -257,8 +278,18 @@ class Pipeline:
         out = self.eval_dir
         if out.exists():
             shutil.rmtree(out)  # no retrieval file of an earlier model may stay beside it
-        write_results(data, out / EVAL_FILE)
-        key = f"mean reward {data['summary']['mean_reward']:.4f}"
+        key = f"greedy mean reward {greedy['summary']['mean_reward']:.4f}"
+        if serving is None:
+            write_results(greedy, out / EVAL_FILE)
+        else:
+            write_results(greedy, out / GREEDY_FILE)
+            sampled = self.serving_evaluator(Path(merged))
+            write_results(sampled, out / EVAL_FILE)
+            spread = sampled["summary"]["samples"]
+            key += (
+                f"; {self.cfg.serving.quant} sampled {sampled['summary']['mean_reward']:.4f} "
+                f"(sd {spread['std']:.4f} over {spread['k']})"
+            )
         if self.with_retrieval:
             found = self.retrieval_evaluator(Path(merged))
             write_results(found, out / RETRIEVAL_FILE)
@@ -266,15 +297,75 @@ class Pipeline:
             key += f"; recall@10 {mean['recall@10']:.3f}, ndcg@10 {mean['ndcg@10']:.3f}"
         return StageResult("eval", str(out), key, inputs=inputs)
 
-    @property
-    def evaluator(self) -> EvaluateDeployed:
-        return harness_evaluator(self.backend, self.cfg.eval, self.device, self.on_progress)
+    def _serving_gguf(self, model: Path) -> Path:
+        """The serving GGUF of `model`: this run's export for the candidate, else one made now.
+
+        The deployed model ships as safetensors; to score it the way the candidate is scored,
+        its serving quant is exported here (unverified: it is only read, never published).
+        """
+        merged = self.results.get("merge")
+        if merged is not None and Path(model).resolve() == Path(str(merged.artifact)).resolve():
+            return self.serving_file()
+        from qmd_ft.gguf.build import build
+
+        quant = self.cfg.serving.quant
+        out = self.out / "deployed-gguf" / model_hash(str(model))[:16]
+        built = build(Path(model), out, [quant], verify=False, on_event=self.on_progress)
+        return built.files[0].path
+
+    def _exported_from(self, doc: dict[str, Any], model: Path) -> dict[str, Any]:
+        """Record which model the scored GGUF was exported from (publish checks this hash)."""
+        doc["provenance"]["exported_from"] = {
+            "model": str(model),
+            "model_sha256": model_hash(str(model)),
+        }
+        return doc
+
+    def serving_evaluator(self, model: Path, candidate: dict[str, Any] | None = None) -> dict:
+        """`model` (a merged dir) scored as served: its serving GGUF, sampled k times."""
+        qfile = Path(self.cfg.eval.queries)
+        queries = read_queries(qfile)
+        settings = self.cfg.serving
+        total = len(queries) * settings.samples
+        doc = run_sampled_eval(
+            str(self._serving_gguf(model)),
+            qfile,
+            self.cfg.eval,
+            settings,
+            backend="gguf",
+            device=self.device,
+            on_batch=counter(self.on_progress, f"evaluating {settings.quant} (sampled)", total),
+            queries=queries,
+        )
+        return self._exported_from(doc, model)
 
     @property
-    def retrieval_evaluator(self) -> EvaluateDeployedRetrieval:
-        return harness_retrieval_evaluator(
-            self.backend, self.cfg.eval, self.device, self.retrieval_indexes
+    def evaluator(self) -> EvaluateDeployed:
+        """How the deployed model is evaluated when its eval cannot be used: as the candidate."""
+        if self.cfg.serving.enabled:
+            return self.serving_evaluator
+        return harness_evaluator(self.backend, self.cfg.eval, self.device, self.on_progress)
+
+    def retrieval_evaluator(self, model: Path) -> dict[str, Any]:
+        """`model`'s retrieval results, generated the way the gate's evals are."""
+        if not self.cfg.serving.enabled:
+            evaluate = harness_retrieval_evaluator(
+                self.backend, self.cfg.eval, self.device, self.retrieval_indexes
+            )
+            return evaluate(model)
+        from qmd_ft.retrieval.cli_eval import retrieval_eval
+
+        doc = retrieval_eval(
+            str(self._serving_gguf(model)),
+            [],
+            self.cfg.eval,
+            backend="gguf",
+            device=self.device,
+            eval_dir=Path(self.cfg.eval.retrieval_dir),
+            indexes=self.retrieval_indexes(),
+            serving=self.cfg.serving,
         )
+        return self._exported_from(doc, model)
 
     def candidate_retrieval(self) -> Path | None:
         path = self.eval_dir / RETRIEVAL_FILE
@@ -323,6 +414,7 @@ class Pipeline:
             retrieval=self.candidate_retrieval(),
             evaluate_deployed_retrieval=self.retrieval_evaluator,
             verdict=self.verdict,
+            greedy=greedy if (greedy := self.eval_dir / GREEDY_FILE).is_file() else None,
         )
         if self.dry_run:
             self.log(

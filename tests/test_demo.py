@@ -35,10 +35,10 @@ def test_demo_smoke_runs_every_stage(tmp_path: Path, backend: str) -> None:
         "sft",
         "grpo",
         "merge",
+        "gguf",
         "eval",
         "compare",
         "publish",
-        "gguf",
         "publish_gguf",
     ]
     assert Path(report["artifacts"]["eval_before"]).is_file()

@@ -143,7 +143,14 @@ def _eval_retrieval(
     from qmd_ft.retrieval.cli_eval import retrieval_eval
 
     with err_console.status("generating expansions and searching the corpus"):
-        data = retrieval_eval(model, adapters, cfg.eval, backend=backend, device=device)
+        data = retrieval_eval(
+            model,
+            adapters,
+            cfg.eval,
+            backend=backend,
+            device=device,
+            eval_dir=Path(cfg.eval.retrieval_dir),
+        )
     if out:
         write_results(data, out)
     if json_:

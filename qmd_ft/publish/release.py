@@ -27,6 +27,9 @@ from qmd_ft.publish.registry import EVAL_FILE, RETRIEVAL_FILE, Registry, check_r
 if TYPE_CHECKING:
     from qmd_ft.retrieval.run import Indexes
 
+GREEDY_EVAL_FILE = "eval_results_greedy.json"
+"""The merged model's greedy eval, shipped beside a sampled (served-GGUF) gate eval."""
+
 EvaluateDeployed = Callable[[Path, dict[str, Any]], dict[str, Any]]
 """(deployed model dir, candidate results) → results of the deployed model, same harness."""
 
@@ -102,7 +105,15 @@ def harness_retrieval_evaluator(
         from qmd_ft.retrieval.cli_eval import retrieval_eval
 
         built = indexes() if indexes is not None else None
-        return retrieval_eval(str(path), [], gen, backend=backend, device=device, indexes=built)
+        return retrieval_eval(
+            str(path),
+            [],
+            gen,
+            backend=backend,
+            device=device,
+            eval_dir=Path(gen.retrieval_dir),
+            indexes=built,
+        )
 
     return evaluate
 
@@ -127,20 +138,42 @@ def baseline_results(
 ) -> tuple[dict[str, Any] | None, str]:
     """The deployed model's eval: its published results file, else a fresh eval, else none."""
     path = registry.fetch_file(repo, EVAL_FILE)
-    if path is not None:
-        return load_results(path), f"{registry.name}:{repo}/{EVAL_FILE}"
+    published = load_results(path) if path is not None else None
+    if published is not None and same_generation(published, candidate):
+        return published, f"{registry.name}:{repo}/{EVAL_FILE}"
     if registry.exists(repo):
-        return evaluate_deployed(registry.download(repo), candidate), "evaluated deployed model"
+        source = "evaluated deployed model"
+        if published is not None:
+            source += f" (its {EVAL_FILE} was generated differently)"
+        return evaluate_deployed(registry.download(repo), candidate), source
     return None, "nothing deployed yet"
 
 
+def same_generation(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two results were generated alike (both greedy, or the same sampling)."""
+    return (a.get("provenance") or {}).get("sampling") == (b.get("provenance") or {}).get(
+        "sampling"
+    )
+
+
+def produced_from(doc: dict[str, Any], model: Path) -> bool:
+    """Whether a results document scores `model`, or a GGUF exported from it."""
+    prov = doc.get("provenance") or {}
+    exported = prov.get("exported_from") or {}
+    return model_hash(str(model)) in (prov.get("model_sha256"), exported.get("model_sha256"))
+
+
 def baseline_retrieval(
-    registry: Registry, repo: str, evaluate: EvaluateDeployedRetrieval | None
+    registry: Registry,
+    repo: str,
+    candidate: dict[str, Any],
+    evaluate: EvaluateDeployedRetrieval | None,
 ) -> dict[str, Any] | None:
-    """The deployed model's retrieval results: its published file, else a fresh run, else none."""
+    """The deployed model's retrieval results: its published file (when generated like the
+    candidate's), else a fresh run, else none."""
     path = registry.fetch_file(repo, RETRIEVAL_FILE)
-    if path is not None:
-        return _read_json(path)
+    if path is not None and same_generation(published := _read_json(path), candidate):
+        return published
     if evaluate is not None and registry.exists(repo):
         return evaluate(registry.download(repo))
     return None
@@ -159,7 +192,9 @@ def judge(
     baseline, source = baseline_results(registry, repo, candidate, evaluate_deployed)
     base_retrieval = None
     if baseline is not None and candidate_retrieval is not None:
-        base_retrieval = baseline_retrieval(registry, repo, evaluate_deployed_retrieval)
+        base_retrieval = baseline_retrieval(
+            registry, repo, candidate_retrieval, evaluate_deployed_retrieval
+        )
     return decide(
         publish,
         candidate=candidate,
@@ -180,7 +215,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 def load_retrieval(path: Path, model: Path) -> dict[str, Any]:
     """A candidate's `eval --retrieval` results, checked to come from this model."""
     doc = _read_json(path)
-    if doc.get("provenance", {}).get("model_sha256") != model_hash(str(model)):
+    if not produced_from(doc, model):
         raise UserError(f"{path} was not produced from {model} (model hash differs)")
     return doc
 
@@ -199,23 +234,27 @@ def plan_release(
     retrieval: Path | None = None,
     evaluate_deployed_retrieval: EvaluateDeployedRetrieval | None = None,
     verdict: Verdict | None = None,
+    greedy: Path | None = None,
 ) -> ReleasePlan:
     """Everything up to (not including) the upload; raises UserError on a bad input.
 
     `verdict`, when given, is the one the pipeline's compare stage reached on these very
-    files; otherwise the gate is judged here (`judge`), the same way.
+    files; otherwise the gate is judged here (`judge`), the same way. `greedy`: the merged
+    model's greedy eval, shown on the card and shipped beside a sampled gate eval.
     """
     check_repo_name(repo, force=force_name)
     if not (model / "config.json").is_file():
         raise UserError(f"{model}: not a merged model directory (no config.json)")
     results = load_results(results_path)
-    evaluated = results.get("provenance", {}).get("model_sha256")
-    if evaluated != model_hash(str(model)):
+    if not produced_from(results, model):
         raise UserError(
             f"{results_path} was not produced from {model} (model hash differs): "
             "evaluate this model before publishing it"
         )
     retrieval_doc = load_retrieval(retrieval, model) if retrieval is not None else None
+    greedy_doc = load_results(greedy) if greedy is not None else None
+    if greedy_doc is not None and not produced_from(greedy_doc, model):
+        raise UserError(f"{greedy} was not produced from {model} (model hash differs)")
     if verdict is None:
         verdict = judge(
             publish,
@@ -237,6 +276,7 @@ def plan_release(
         training=training,
         verdict=verdict,
         retrieval=retrieval_doc,
+        greedy=greedy_doc,
     )
     message = commit_message(results, verdict)
     staging = Path(tempfile.mkdtemp(prefix="qmd-ft-release-"))
@@ -248,6 +288,9 @@ def plan_release(
     if retrieval_doc is not None:
         write_results(retrieval_doc, staging / RETRIEVAL_FILE)
         files[RETRIEVAL_FILE] = staging / RETRIEVAL_FILE
+    if greedy_doc is not None:
+        write_results(greedy_doc, staging / GREEDY_EVAL_FILE)
+        files[GREEDY_EVAL_FILE] = staging / GREEDY_EVAL_FILE
     if (model / MANIFEST).is_file():
         files["qmd_ft_manifest.json"] = model / MANIFEST
     plan = ReleasePlan(repo, files, message, card, verdict)
