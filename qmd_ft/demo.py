@@ -87,6 +87,7 @@ def run_demo(
     fresh: bool = True,
     max_steps: int | None = None,
     on_progress: ProgressFn | None = None,
+    overrides: list[str] | None = None,
 ) -> DemoReport:
     """Build, deploy-untrained, run the pipeline, gate; returns the measured report.
 
@@ -94,6 +95,7 @@ def run_demo(
     model, the candidate and the raw-query baseline.
 
     `max_steps` caps both training stages (a smoke run; the demo's score needs the full run).
+    `overrides` are `--set` items for the demo's configs (as `qmd-ft pipeline --set`).
     """
     from qmd_ft.tiny_model import build_tiny_model
 
@@ -107,7 +109,11 @@ def run_demo(
 
     pipe = build_pipeline(
         DEMO_CONFIG,
-        [f"pipeline.out={out / 'pipeline'}", f"publish.registry={out / 'registry'}"],
+        [
+            *(overrides or []),
+            f"pipeline.out={out / 'pipeline'}",
+            f"publish.registry={out / 'registry'}",
+        ],
         backend,
         base_model=str(base),
         max_steps=max_steps,
@@ -116,15 +122,18 @@ def run_demo(
     )
     t0 = time.perf_counter()
     queries = read_queries(pipe.cfg.eval.queries)
-    before = run_eval(
-        str(base),
-        [],
-        Path(pipe.cfg.eval.queries),
-        pipe.cfg.eval,
-        backend=pipe.backend,
-        on_batch=counter(on_progress, "evaluating the untrained model", len(queries)),
-        queries=queries,
-    )
+    if pipe.cfg.serving.enabled:  # scored as the candidate will be: its GGUF, sampled
+        before = pipe.serving_evaluator(base)
+    else:
+        before = run_eval(
+            str(base),
+            [],
+            Path(pipe.cfg.eval.queries),
+            pipe.cfg.eval,
+            backend=pipe.backend,
+            on_batch=counter(on_progress, "evaluating the untrained model", len(queries)),
+            queries=queries,
+        )
     before_path = out / "eval_before.json"
     write_results(before, before_path)
     retrieval_before = pipe.retrieval_evaluator(base)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from qmd_ft import reward
-from qmd_ft.config import EvalConfig
+from qmd_ft.config import EvalConfig, PublishConfig
 from qmd_ft.errors import UserError
 from qmd_ft.evaluation import (
     build_results,
@@ -20,10 +20,9 @@ from qmd_ft.evaluation import (
     score_row,
     write_results,
 )
-from qmd_ft.config import PublishConfig
 from qmd_ft.gate import Verdict, decide
-from qmd_ft.stats import paired_bootstrap
 from qmd_ft.queries import Query, read_queries
+from qmd_ft.stats import paired_bootstrap
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = (
@@ -248,6 +247,10 @@ def test_retrieval_rules_need_expansions_that_help_and_do_not_regress(tmp_path: 
     assert v.rule("rubric_vs_deployed").status == "pass"  # type: ignore[union-attr]
     (reason,) = v.reasons
     assert reason.startswith("retrieval_vs_raw: ndcg@10 0.467 vs 0.500")
+    # expansions that change nothing do not help search: the lower bound must be above 0
+    same = retrieval_doc([0.5] * 30, [0.5] * 30)
+    v = decide(pub, candidate=cand, baseline=None, baseline_source="t", candidate_retrieval=same)
+    assert [r.status for r in v.rules] == ["skipped", "fail", "skipped"]
     # a regression beyond -0.01 against the deployed model, though still above raw
     worse = retrieval_doc([0.55 + 0.01 * (i % 3) for i in range(30)], [0.5] * 30)
     v = decide(
@@ -325,3 +328,109 @@ def test_compare_cli_reads_the_verdict(tmp_path: Path) -> None:
         [*run, "--set", "publish.retrieval.required=true"], capture_output=True, text=True
     )
     assert required.returncode == 1 and "no retrieval results" in required.stdout
+
+
+class SeededFake:
+    """A generator contract stand-in: seed 0 writes a good expansion, other seeds a bad one."""
+
+    def __init__(self) -> None:
+        self.made: list[tuple[float, int, float, int]] = []
+
+    def generator(self, model, adapters, gen, device=None):
+        self.made.append((gen.temperature, gen.top_k, gen.top_p, gen.seed))
+        return lambda prompts: [GOOD if gen.seed == 0 else "lex: x" for _ in prompts]
+
+
+def test_eval_serving_samples_k_seeded_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    import qmd_ft.backend
+    from qmd_ft.cli import app
+
+    fake = SeededFake()
+    monkeypatch.setattr(qmd_ft.backend, "get_backend", lambda name="auto": fake)
+    model = tmp_path / "m-Q4_K_M.gguf"
+    model.write_bytes(b"GGUF")
+    qfile = tmp_path / "q.txt"
+    qfile.write_text("# T\ndocker volumes\nrust lifetimes\n")
+    args = ["eval", "--model", str(model), "--queries", str(qfile), "--serving", "--json"]
+    result = CliRunner().invoke(app, [*args, "--set", "serving.samples=3"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert fake.made == [(0.7, 20, 0.8, 0), (0.7, 20, 0.8, 1), (0.7, 20, 0.8, 2)]
+    good = reward.score("docker volumes", GOOD).reward
+    bad = reward.score("docker volumes", "lex: x").reward
+    row = doc["results"][0]
+    assert row["reward"] == pytest.approx((good + 2 * bad) / 3, abs=1e-6)
+    assert row["rating"] == reward.score("docker volumes", "lex: x").rating  # 2 of 3 samples
+    assert [s["completion"] for s in row["samples"]] == [GOOD, "lex: x", "lex: x"]
+    samples = doc["summary"]["samples"]
+    assert samples["k"] == 3 and samples["mean_rewards"][1] == samples["mean_rewards"][2]
+    assert samples["std"] > 0
+    assert doc["provenance"]["sampling"] == {
+        "temperature": 0.7,
+        "top_k": 20,
+        "top_p": 0.8,
+        "samples": 3,
+        "seed": 0,
+    }
+
+
+def test_card_shows_both_evals_and_every_rule(tmp_path: Path) -> None:
+    from qmd_ft.gate import Interval, RuleResult
+    from qmd_ft.publish.card import commit_message, render_card
+
+    qs = ["docker volumes"]
+    sampled = results_doc(dict.fromkeys(qs, 0.7), tmp_path)
+    sampled["summary"] = {
+        "n": 1,
+        "mean_reward": 0.7,
+        "mean_percentage": 70.0,
+        "ratings": {"Good": 1},
+        "categories": {"T": 0.7},
+        "samples": {"k": 3, "mean_rewards": [0.8, 0.7, 0.6], "std": 0.0816},
+    }
+    sampled["provenance"] = {
+        "model": "out/gguf/merged-Q4_K_M.gguf",
+        "backend": "gguf",
+        "sampling": {"temperature": 0.7, "top_k": 20, "top_p": 0.8, "samples": 3, "seed": 0},
+    }
+    greedy = {**sampled, "summary": {**sampled["summary"], "mean_reward": 0.75}}
+    greedy["summary"].pop("samples")
+    greedy["provenance"] = {"model": "out/merged", "backend": "cuda"}
+    numbers = Interval(
+        candidate=0.61,
+        baseline=0.65,
+        mean_delta=-0.04,
+        ci_low=-0.07,
+        ci_high=-0.01,
+        wins=3,
+        losses=9,
+        ties=1,
+        n=13,
+    )
+    verdict = Verdict(
+        baseline_source="local:o/r/eval_results.json",
+        rules=[
+            RuleResult(
+                name="retrieval_vs_raw",
+                metric="ndcg@10",
+                requirement="95% CI lower bound of the ndcg@10 delta > +0.000",
+                status="fail",
+                reason="lower bound not > +0.000",
+                numbers=numbers,
+                reported={"recall@10": numbers},
+            )
+        ],
+    )
+    card = render_card("o/r", sampled, base_model="b", verdict=verdict, greedy=greedy)
+    assert "sampled as QMD serves it: temperature 0.7, top_k 20, top_p 0.8, 3 seeded" in card
+    assert "| mean reward per sample run | 0.8000, 0.7000, 0.6000 (sd 0.0816) |" in card
+    assert "### Greedy eval of the merged model" in card and "`merged` (cuda), greedy" in card
+    assert "## Release gate: REFUSED" in card
+    assert "| retrieval_vs_raw | ndcg@10 | 95% CI lower bound" in card
+    assert "-0.04 (-0.07 .. -0.01) | fail |" in card
+    assert "| retrieval_vs_raw | recall@10 | reported |" in card
+    assert "ndcg@10 -0.040 vs_raw" in commit_message(sampled, verdict)

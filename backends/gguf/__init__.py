@@ -7,9 +7,10 @@ model it came from. Training and merging need gradients and safetensors weights,
 
 Decoding matches the other backends' eval: the prompt is tokenized with special tokens parsed
 and no BOS (Qwen3 has none), greedy when the temperature is 0 (no repeat penalty or min-p to
-make it differ from argmax; `top_k`/`top_p` from the eval config, QMD's 20/0.8 when sampled), at most `max_new_tokens` tokens up to `<|im_end|>` or
-`<|endoftext|>`, decoded with special tokens kept (llama-cpp-python's `create_completion`
-would drop a leaked `<|im_start|>` that the rubric scores a failure), think blocks removed.
+make it differ from argmax; `top_k`/`top_p` from the eval config, QMD's 20/0.8 when
+sampled), at most `max_new_tokens` tokens up to `<|im_end|>` or `<|endoftext|>`, decoded
+with special tokens kept (llama-cpp-python's `create_completion` would drop a leaked
+`<|im_start|>` that the rubric scores a failure), think blocks removed.
 """
 
 from __future__ import annotations

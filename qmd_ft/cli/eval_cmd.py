@@ -14,7 +14,7 @@ from qmd_ft.cli.common import console, err_console, plain, print_json
 from qmd_ft.cli.progress import progress_bars
 from qmd_ft.config import Config, load_config
 from qmd_ft.errors import UserError
-from qmd_ft.evaluation import load_results, run_eval, write_results
+from qmd_ft.evaluation import load_results, run_eval, run_sampled_eval, write_results
 from qmd_ft.gate import Verdict
 from qmd_ft.outputs import check_output_file
 from qmd_ft.progress import counter
@@ -57,6 +57,9 @@ def print_results(data: dict[str, Any], verbose: bool) -> None:
         f"mean reward {s['mean_reward']:.4f} ({s['mean_percentage']:.1f}%) on {s['n']} "
         f"queries; {hist}"
     )
+    if samples := s.get("samples"):
+        runs = ", ".join(f"{m:.4f}" for m in samples["mean_rewards"])
+        console.print(f"{samples['k']} sampled runs: mean reward {runs} (sd {samples['std']:.4f})")
     cats = Table(title="per category")
     cats.add_column("category")
     cats.add_column("mean reward")
@@ -75,6 +78,14 @@ def eval_(
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
     json_: Json = False,
     retrieval: Annotated[bool, typer.Option("--retrieval", help="Retrieval metrics.")] = False,
+    serving: Annotated[
+        bool,
+        typer.Option(
+            "--serving",
+            help="Sample as QMD serves (config `serving`: temperature 0.7, top_k 20, top_p 0.8, "
+            "k seeded samples per query); use with a .gguf model.",
+        ),
+    ] = False,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     hf_jobs: Annotated[bool, typer.Option("--hf-jobs", help="Run on HF Jobs.")] = False,
@@ -105,21 +116,35 @@ def eval_(
     if out is not None:
         check_output_file(out)  # before generating: a bad -o must not cost the whole run
     if retrieval:
-        _eval_retrieval(model, list(adapter or []), cfg, backend, device, out, json_)
+        _eval_retrieval(model, list(adapter or []), cfg, backend, device, out, json_, serving)
         return
     qfile = queries or Path(cfg.eval.queries)
     qs = read_queries(qfile)
     with progress_bars() as on_progress:
-        data = run_eval(
-            model,
-            list(adapter or []),
-            qfile,
-            cfg.eval,
-            backend=backend,
-            device=device,
-            on_batch=counter(on_progress, "generating", len(qs)),
-            queries=qs,
-        )
+        if serving:
+            if adapter:
+                raise UserError("--serving scores one merged model file: drop --adapter")
+            data = run_sampled_eval(
+                model,
+                qfile,
+                cfg.eval,
+                cfg.serving,
+                backend=backend,
+                device=device,
+                on_batch=counter(on_progress, "generating", len(qs) * cfg.serving.samples),
+                queries=qs,
+            )
+        else:
+            data = run_eval(
+                model,
+                list(adapter or []),
+                qfile,
+                cfg.eval,
+                backend=backend,
+                device=device,
+                on_batch=counter(on_progress, "generating", len(qs)),
+                queries=qs,
+            )
     if out:
         write_results(data, out)
     if json_:
@@ -138,6 +163,7 @@ def _eval_retrieval(
     device: str | None,
     out: Path | None,
     json_: bool,
+    serving: bool = False,
 ) -> None:
     """Retrieval metrics of raw queries, the model's expansions and gold expansions."""
     from qmd_ft.retrieval.cli_eval import retrieval_eval
@@ -150,6 +176,7 @@ def _eval_retrieval(
             backend=backend,
             device=device,
             eval_dir=Path(cfg.eval.retrieval_dir),
+            serving=cfg.serving if serving else None,
         )
     if out:
         write_results(data, out)
@@ -284,7 +311,12 @@ def publish(
     Example: qmd-ft publish --model outputs/merged --eval outputs/eval/results.json --dry-run
     """
     from qmd_ft.publish.registry import open_registry
-    from qmd_ft.publish.release import execute, harness_evaluator, plan_release
+    from qmd_ft.publish.release import (
+        execute,
+        harness_evaluator,
+        harness_retrieval_evaluator,
+        plan_release,
+    )
 
     cfg = _config(config, set_)
     reg = open_registry(cfg.publish, registry)
@@ -300,6 +332,7 @@ def publish(
             harness_evaluator(backend, cfg.eval, on_progress=on_progress),
             gguf_dir=gguf,
             retrieval=retrieval,
+            evaluate_deployed_retrieval=harness_retrieval_evaluator(backend, cfg.eval),
             gguf_repo=cfg.publish.gguf_repo,
             force_name=force,
         )

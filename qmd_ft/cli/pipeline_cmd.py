@@ -92,8 +92,16 @@ def demo(
     max_steps: Annotated[
         int | None, typer.Option(min=1, help="Cap both training stages (a quick smoke run).")
     ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="key.path=value for the demo's configs (as pipeline --set)."),
+    ] = None,
 ) -> None:
     """Train, gate and export the tiny model offline in minutes: the whole job, small.
+
+    The gate applies the real pipeline's rules, search included: when the tiny model's
+    expansions do not help search, the release is refused with the reason and the demo still
+    exports and verifies GGUF (exit 0: the demo worked, the gate did its job).
 
     Example: qmd-ft demo
     """
@@ -109,6 +117,7 @@ def demo(
             on_stage=_stage_line,
             max_steps=max_steps,
             on_progress=on_progress,
+            overrides=set_,
         )
     if json_:
         print_json(report.to_dict())
