@@ -369,6 +369,12 @@ def test_eval_serving_samples_k_seeded_runs(
     samples = doc["summary"]["samples"]
     assert samples["k"] == 3 and samples["mean_rewards"][1] == samples["mean_rewards"][2]
     assert samples["std"] > 0
+    refused = subprocess.run(
+        [sys.executable, "-m", "qmd_ft", "eval", "--model", str(tmp_path), "--serving"],
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 1 and "--serving scores the file QMD loads" in refused.stderr
     assert doc["provenance"]["sampling"] == {
         "temperature": 0.7,
         "top_k": 20,

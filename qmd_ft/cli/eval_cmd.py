@@ -14,7 +14,13 @@ from qmd_ft.cli.common import console, err_console, plain, print_json
 from qmd_ft.cli.progress import progress_bars
 from qmd_ft.config import Config, load_config
 from qmd_ft.errors import UserError
-from qmd_ft.evaluation import load_results, run_eval, run_sampled_eval, write_results
+from qmd_ft.evaluation import (
+    backend_for,
+    load_results,
+    run_eval,
+    run_sampled_eval,
+    write_results,
+)
 from qmd_ft.gate import Verdict
 from qmd_ft.outputs import check_output_file
 from qmd_ft.progress import counter
@@ -115,6 +121,11 @@ def eval_(
         return
     if out is not None:
         check_output_file(out)  # before generating: a bad -o must not cost the whole run
+    if serving and backend_for(model, backend) != "gguf":
+        raise UserError(
+            "--serving scores the file QMD loads: give a .gguf model (qmd-ft export gguf), "
+            "or --backend gguf"
+        )
     if retrieval:
         _eval_retrieval(model, list(adapter or []), cfg, backend, device, out, json_, serving)
         return
