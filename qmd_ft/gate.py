@@ -60,6 +60,16 @@ class Interval(BaseModel):
         )
 
 
+def shown(metric: str, n: Interval) -> tuple[str, str, str]:
+    """(candidate, baseline, "delta [CI]") as tables print them: points 2 decimals, metrics 3."""
+    p = 2 if metric == "points" else 3
+    return (
+        f"{n.candidate:.{p}f}",
+        f"{n.baseline:.{p}f}",
+        f"{n.mean_delta:+.{p}f} [{n.ci_low:+.{p}f}, {n.ci_high:+.{p}f}]",
+    )
+
+
 class RuleResult(BaseModel):
     """One rule of the gate: what it requires, the numbers it saw and whether they pass."""
 

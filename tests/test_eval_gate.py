@@ -437,6 +437,6 @@ def test_card_shows_both_evals_and_every_rule(tmp_path: Path) -> None:
     assert "### Greedy eval of the merged model" in card and "`merged` (cuda), greedy" in card
     assert "## Release gate: REFUSED" in card
     assert "| retrieval_vs_raw | ndcg@10 | 95% CI lower bound" in card
-    assert "-0.04 (-0.07 .. -0.01) | fail |" in card
+    assert "| 0.610 | 0.650 | -0.040 [-0.070, -0.010] | fail |" in card
     assert "| retrieval_vs_raw | recall@10 | reported |" in card
     assert "ndcg@10 -0.040 vs_raw" in commit_message(sampled, verdict)

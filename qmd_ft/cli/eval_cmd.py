@@ -21,7 +21,7 @@ from qmd_ft.evaluation import (
     run_sampled_eval,
     write_results,
 )
-from qmd_ft.gate import Verdict
+from qmd_ft.gate import Verdict, shown
 from qmd_ft.outputs import check_output_file
 from qmd_ft.progress import counter
 from qmd_ft.queries import read_queries
@@ -246,18 +246,12 @@ def gate_table(verdict: Verdict) -> Table:
         rows = [(rule.metric, rule.numbers, rule.requirement, rule.status, rule.reason)]
         rows += [(m, n, "(reported)", "", "") for m, n in rule.reported.items()]
         for metric, n, requirement, status, reason in rows:
-            nums = ["-", "-", "-"]
-            if n is not None:
-                nums = [
-                    f"{n.candidate:.4g}",
-                    f"{n.baseline:.4g}",
-                    f"{n.mean_delta:+.4g} [{n.ci_low:+.4g}, {n.ci_high:+.4g}]",
-                ]
+            nums = shown(metric, n) if n is not None else ("-", "-", "-")
             style = {"pass": "green", "fail": "red"}.get(status, "yellow")
-            shown = f"[{style}]{status}[/{style}]" if status else ""
+            result = f"[{style}]{status}[/{style}]" if status else ""
             if reason and status != "fail":
-                shown += f" ({reason})"
-            table.add_row(rule.name, metric, *nums, requirement, shown)
+                result += f" ({reason})"
+            table.add_row(rule.name, metric, *nums, requirement, result)
     return table
 
 

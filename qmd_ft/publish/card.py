@@ -82,26 +82,21 @@ def _retrieval_table(retrieval: dict[str, Any]) -> list[str]:
 
 def _gate_table(verdict: Verdict) -> list[str]:
     """Every rule of the release gate with its numbers: the very ones the decision used."""
+    from qmd_ft.gate import shown
+
     lines = [
         f"## Release gate: {'PASS' if verdict.passed else 'REFUSED'}",
         "",
         f"Baseline: {verdict.baseline_source}.",
         "",
-        "| rule | metric | requirement | candidate | baseline | delta (CI) | result |",
+        "| rule | metric | requirement | candidate | baseline | delta [95% CI] | result |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for rule in verdict.rules:
         rows = [(rule.metric, rule.numbers, rule.requirement, rule.status, rule.reason)]
         rows += [(m, n, "reported", "-", "") for m, n in rule.reported.items()]
         for metric, n, requirement, status, reason in rows:
-            if n is None:
-                cells = ["-", "-", "-"]
-            else:
-                cells = [
-                    f"{n.candidate:.4g}",
-                    f"{n.baseline:.4g}",
-                    f"{n.mean_delta:+.4g} ({n.ci_low:+.4g} .. {n.ci_high:+.4g})",
-                ]
+            cells = shown(metric, n) if n is not None else ("-", "-", "-")
             result = status + (f": {reason}" if reason and status != "fail" else "")
             lines.append(
                 f"| {rule.name} | {metric} | {requirement} | "
