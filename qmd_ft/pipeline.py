@@ -515,6 +515,22 @@ def split_overrides(overrides: list[str]) -> tuple[list[str], dict[str, list[str
     return common, staged
 
 
+def check_serving(cfg: Config, source: Path) -> None:
+    """Before any training: a serving eval needs its GGUF type exported, and exported first."""
+    if not cfg.serving.enabled:
+        return
+    quant, stages = cfg.serving.quant, cfg.pipeline.stages
+    if quant not in cfg.export.quants:
+        raise UserError(
+            f"{source}: serving.quant {quant} is not among export.quants {cfg.export.quants}"
+        )
+    if "eval" in stages and ("gguf" not in stages or stages.index("gguf") > stages.index("eval")):
+        raise UserError(
+            f"{source}: serving.enabled scores the exported GGUF, so pipeline.stages must run "
+            "gguf before eval"
+        )
+
+
 def build_pipeline(
     config: Path,
     overrides: list[str] | None,
@@ -563,6 +579,7 @@ def build_pipeline(
             f"model.base={sft_cfg.model.base}",
         ],
     )
+    check_serving(cfg, config)
     reg = open_registry(cfg.publish, registry)
     return Pipeline(
         cfg,

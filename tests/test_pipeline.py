@@ -306,3 +306,20 @@ def test_the_gate_scores_the_served_gguf_sampled(
     assert mean == pytest.approx((first["ndcg@10"] + second["ndcg@10"]) / 2)
     verdict = results["compare"].verdict
     assert verdict is not None and verdict.rule("retrieval_vs_raw").numbers is not None  # type: ignore[union-attr]
+
+
+def test_serving_config_is_checked_before_training(tmp_path: Path, tiny_model_dir: Path):
+    from qmd_ft.errors import UserError
+
+    with pytest.raises(UserError, match=r"serving\.quant q8_0 is not among export\.quants"):
+        make(tmp_path, tiny_model_dir, "serving.enabled=true")  # export.quants=[f16]
+    with pytest.raises(UserError, match="must run gguf before eval"):
+        make(
+            tmp_path,
+            tiny_model_dir,
+            "serving.enabled=true",
+            "serving.quant=f16",
+            "pipeline.stages=[merge,eval,gguf]",
+        )
+    pipe = make(tmp_path, tiny_model_dir, "serving.enabled=true", "serving.quant=f16")
+    assert pipe.cfg.pipeline.stages.index("gguf") < pipe.cfg.pipeline.stages.index("eval")
