@@ -440,3 +440,31 @@ def test_card_shows_both_evals_and_every_rule(tmp_path: Path) -> None:
     assert "| 0.610 | 0.650 | -0.040 [-0.070, -0.010] | fail |" in card
     assert "| retrieval_vs_raw | recall@10 | reported |" in card
     assert "ndcg@10 -0.040 vs_raw" in commit_message(sampled, verdict)
+
+
+def test_a_deployed_eval_generated_differently_is_redone(tmp_path: Path) -> None:
+    """A greedy deployed eval is not paired with a sampled candidate: the deployed model is
+    evaluated the candidate's way instead (and a matching published eval is used as is)."""
+    from qmd_ft.publish.registry import EVAL_FILE, LocalRegistry
+    from qmd_ft.publish.release import baseline_results
+
+    reg = LocalRegistry(tmp_path / "reg")
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    greedy = tmp_path / "greedy.json"
+    write_results(results_doc({"q": 0.5}, tmp_path), greedy)
+    reg.upload("o/r", {EVAL_FILE: greedy, "config.json": model / "config.json"}, "deploy")
+    sampled = results_doc({"q": 0.6}, tmp_path)
+    sampled["provenance"] = {"sampling": {"temperature": 0.7, "samples": 3}}
+    calls: list[Path] = []
+
+    def evaluate(path: Path, candidate: dict) -> dict:
+        calls.append(path)
+        return {**results_doc({"q": 0.4}, tmp_path), "provenance": candidate["provenance"]}
+
+    doc, source = baseline_results(reg, "o/r", sampled, evaluate)
+    assert calls == [tmp_path / "reg/o/r"] and doc["results"][0]["reward"] == 0.4
+    assert source == "evaluated deployed model (its eval_results.json was generated differently)"
+    doc, source = baseline_results(reg, "o/r", results_doc({"q": 0.6}, tmp_path), evaluate)
+    assert len(calls) == 1 and source == "local:o/r/eval_results.json"
