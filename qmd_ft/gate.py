@@ -108,12 +108,14 @@ class Verdict(BaseModel):
         return next((r for r in self.rules if r.name == name), None)
 
     def headline(self) -> str:
-        """One line for a table cell or log: PASS, or REFUSED with the failed rules."""
+        """One short line for a table cell or log: PASS, or REFUSED naming the failed rules
+        (their numbers and reasons are in `reasons` and the rule table)."""
         rubric = self.rule("rubric_vs_deployed")
         lead = ""
         if rubric and rubric.numbers:
             lead = f"{rubric.numbers.mean_delta:+.2f} points, "
-        return lead + ("PASS" if self.passed else "REFUSED: " + "; ".join(self.reasons))
+        failed = [f"{r.name} ({r.metric})" for r in self.rules if r.status == "fail"]
+        return lead + ("PASS" if self.passed else "REFUSED: " + ", ".join(failed))
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
