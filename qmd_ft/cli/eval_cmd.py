@@ -14,8 +14,14 @@ from qmd_ft.cli.common import console, err_console, plain, print_json
 from qmd_ft.cli.progress import progress_bars
 from qmd_ft.config import Config, load_config
 from qmd_ft.errors import UserError
-from qmd_ft.evaluation import load_results, run_eval, write_results
-from qmd_ft.gate import GateResult, GateRule, compare, retrieval_reasons
+from qmd_ft.evaluation import (
+    backend_for,
+    load_results,
+    run_eval,
+    run_sampled_eval,
+    write_results,
+)
+from qmd_ft.gate import Verdict, shown
 from qmd_ft.outputs import check_output_file
 from qmd_ft.progress import counter
 from qmd_ft.queries import read_queries
@@ -57,6 +63,9 @@ def print_results(data: dict[str, Any], verbose: bool) -> None:
         f"mean reward {s['mean_reward']:.4f} ({s['mean_percentage']:.1f}%) on {s['n']} "
         f"queries; {hist}"
     )
+    if samples := s.get("samples"):
+        runs = ", ".join(f"{m:.4f}" for m in samples["mean_rewards"])
+        console.print(f"{samples['k']} sampled runs: mean reward {runs} (sd {samples['std']:.4f})")
     cats = Table(title="per category")
     cats.add_column("category")
     cats.add_column("mean reward")
@@ -75,6 +84,14 @@ def eval_(
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
     json_: Json = False,
     retrieval: Annotated[bool, typer.Option("--retrieval", help="Retrieval metrics.")] = False,
+    serving: Annotated[
+        bool,
+        typer.Option(
+            "--serving",
+            help="Sample as QMD serves (config `serving`: temperature 0.7, top_k 20, top_p 0.8, "
+            "k seeded samples per query); use with a .gguf model.",
+        ),
+    ] = False,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     hf_jobs: Annotated[bool, typer.Option("--hf-jobs", help="Run on HF Jobs.")] = False,
@@ -102,22 +119,41 @@ def eval_(
         return
     if out is not None:
         check_output_file(out)  # before generating: a bad -o must not cost the whole run
+    if serving and backend_for(model, backend) != "gguf":
+        raise UserError(
+            "--serving scores the file QMD loads: give a .gguf model (qmd-ft export gguf), "
+            "or --backend gguf"
+        )
     if retrieval:
-        _eval_retrieval(model, list(adapter or []), cfg, backend, device, out, json_)
+        _eval_retrieval(model, list(adapter or []), cfg, backend, device, out, json_, serving)
         return
     qfile = queries or Path(cfg.eval.queries)
     qs = read_queries(qfile)
     with progress_bars() as on_progress:
-        data = run_eval(
-            model,
-            list(adapter or []),
-            qfile,
-            cfg.eval,
-            backend=backend,
-            device=device,
-            on_batch=counter(on_progress, "generating", len(qs)),
-            queries=qs,
-        )
+        if serving:
+            if adapter:
+                raise UserError("--serving scores one merged model file: drop --adapter")
+            data = run_sampled_eval(
+                model,
+                qfile,
+                cfg.eval,
+                cfg.serving,
+                backend=backend,
+                device=device,
+                on_batch=counter(on_progress, "generating", len(qs) * cfg.serving.samples),
+                queries=qs,
+            )
+        else:
+            data = run_eval(
+                model,
+                list(adapter or []),
+                qfile,
+                cfg.eval,
+                backend=backend,
+                device=device,
+                on_batch=counter(on_progress, "generating", len(qs)),
+                queries=qs,
+            )
     if out:
         write_results(data, out)
     if json_:
@@ -136,12 +172,21 @@ def _eval_retrieval(
     device: str | None,
     out: Path | None,
     json_: bool,
+    serving: bool = False,
 ) -> None:
     """Retrieval metrics of raw queries, the model's expansions and gold expansions."""
     from qmd_ft.retrieval.cli_eval import retrieval_eval
 
     with err_console.status("generating expansions and searching the corpus"):
-        data = retrieval_eval(model, adapters, cfg.eval, backend=backend, device=device)
+        data = retrieval_eval(
+            model,
+            adapters,
+            cfg.eval,
+            backend=backend,
+            device=device,
+            eval_dir=Path(cfg.eval.retrieval_dir),
+            serving=cfg.serving if serving else None,
+        )
     if out:
         write_results(data, out)
     if json_:
@@ -167,35 +212,45 @@ def _eval_retrieval(
         console.print(f"results → {out}")
 
 
-def print_gate(result: GateResult) -> None:
-    """Per-query wins and losses, then the decision."""
-    table = Table(title="candidate vs baseline (points = reward x 100)")
-    for col in ("query", "candidate", "baseline", "delta"):
-        table.add_column(col, overflow="fold")
-    for row in result.per_query:
-        if row["delta"]:
-            style = "green" if row["delta"] > 0 else "red"
-            table.add_row(
-                row["query"],
-                str(row["candidate"]),
-                str(row["baseline"]),
-                f"[{style}]{row['delta']:+.2f}[/{style}]",
-            )
-    console.print(table)
-    lo, hi = result.ci
-    console.print(
-        f"{result.wins} wins, {result.losses} losses, {result.ties} ties on {result.n} queries; "
-        f"mean delta {result.mean_delta:+.2f} points, 95% CI [{lo:+.2f}, {hi:+.2f}]"
-    )
-    if result.passed:
+def print_gate(verdict: Verdict) -> None:
+    """Per-query rubric wins and losses, every rule with its numbers, then the decision."""
+    if verdict.per_query:
+        table = Table(title="candidate vs baseline (points = reward x 100)")
+        for col in ("query", "candidate", "baseline", "delta"):
+            table.add_column(col, overflow="fold")
+        for row in verdict.per_query:
+            if row["delta"]:
+                style = "green" if row["delta"] > 0 else "red"
+                table.add_row(
+                    row["query"],
+                    str(row["candidate"]),
+                    str(row["baseline"]),
+                    f"[{style}]{row['delta']:+.2f}[/{style}]",
+                )
+        console.print(table)
+    console.print(gate_table(verdict))
+    if verdict.passed:
         console.print("[green]gate: PASS[/green]")
     else:
-        console.print("[red]gate: FAIL[/red] — " + "; ".join(result.reasons), markup=True)
+        console.print("[red]gate: FAIL[/red] — " + "; ".join(verdict.reasons), markup=True)
 
 
-def _rule(cfg: Config) -> GateRule:
-    p = cfg.publish
-    return GateRule(p.min_delta, p.min_ci_lower, p.bootstrap_samples)
+def gate_table(verdict: Verdict) -> Table:
+    """One row per rule (and per reported metric): the numbers the decision used."""
+    table = Table(title=f"release gate (baseline: {verdict.baseline_source})")
+    for col in ("rule", "metric", "candidate", "baseline", "delta [CI]", "requirement", "result"):
+        table.add_column(col, overflow="fold")
+    for rule in verdict.rules:
+        rows = [(rule.metric, rule.numbers, rule.requirement, rule.status, rule.reason)]
+        rows += [(m, n, "(reported)", "", "") for m, n in rule.reported.items()]
+        for metric, n, requirement, status, reason in rows:
+            nums = shown(metric, n) if n is not None else ("-", "-", "-")
+            style = {"pass": "green", "fail": "red"}.get(status, "yellow")
+            result = f"[{style}]{status}[/{style}]" if status else ""
+            if reason and status != "fail":
+                result += f" ({reason})"
+            table.add_row(rule.name, metric, *nums, requirement, result)
+    return table
 
 
 def compare_cmd(
@@ -208,34 +263,32 @@ def compare_cmd(
     retrieval_baseline: Annotated[
         Path | None, typer.Option(help="Baseline's `eval --retrieval` results.")
     ] = None,
-    retrieval_metric: Annotated[str, typer.Option(help="Retrieval metric to guard.")] = "recall@10",
-    retrieval_max_drop: Annotated[float, typer.Option(help="Allowed drop (0 = none).")] = 0.0,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Exit 0 only when the candidate beats the baseline by the configured margin.
+    """Exit 0 only when the candidate passes every rule of the gate against the baseline.
 
-    With both retrieval files, the candidate must also not regress on retrieval.
+    With retrieval results, the candidate's expansions must also help search (vs raw query)
+    and, with the baseline's too, not regress (rules and floors: publish.retrieval).
 
     Example: qmd-ft compare outputs/eval/results.json deployed.json
     """
-    result = compare(load_results(candidate), load_results(baseline), _rule(_config(config, set_)))
-    if (retrieval_candidate is None) != (retrieval_baseline is None):
-        raise UserError("give both --retrieval-candidate and --retrieval-baseline, or neither")
-    if retrieval_candidate and retrieval_baseline:
-        extra = retrieval_reasons(
-            _read_json(retrieval_candidate),
-            _read_json(retrieval_baseline),
-            retrieval_metric,
-            retrieval_max_drop,
-        )
-        result.reasons += extra
-        result.passed = result.passed and not extra
+    from qmd_ft.gate import decide
+
+    cfg = _config(config, set_)
+    verdict = decide(
+        cfg.publish,
+        candidate=load_results(candidate),
+        baseline=load_results(baseline),
+        baseline_source=str(baseline),
+        candidate_retrieval=_read_json(retrieval_candidate) if retrieval_candidate else None,
+        baseline_retrieval=_read_json(retrieval_baseline) if retrieval_baseline else None,
+    )
     if json_:
-        print_json(result.to_dict())
+        print_json(verdict.to_dict())
     else:
-        print_gate(result)
-    if not result.passed:
+        print_gate(verdict)
+    if not verdict.passed:
         raise typer.Exit(1)
 
 
@@ -261,7 +314,12 @@ def publish(
     Example: qmd-ft publish --model outputs/merged --eval outputs/eval/results.json --dry-run
     """
     from qmd_ft.publish.destination import open_registry
-    from qmd_ft.publish.release import execute, harness_evaluator, plan_release
+    from qmd_ft.publish.release import (
+        execute,
+        harness_evaluator,
+        harness_retrieval_evaluator,
+        plan_release,
+    )
 
     cfg = _config(config, set_)
     reg = open_registry(cfg.publish, registry)
@@ -273,16 +331,16 @@ def publish(
             eval_results,
             reg,
             dest,
-            _rule(cfg),
+            cfg.publish,
             harness_evaluator(backend, cfg.eval, on_progress=on_progress),
             gguf_dir=gguf,
             retrieval=retrieval,
+            evaluate_deployed_retrieval=harness_retrieval_evaluator(backend, cfg.eval),
             gguf_repo=cfg.publish.gguf_repo,
             force_name=force,
         )
     console.print(f"baseline: {plan.baseline_source}")
-    if plan.gate:
-        print_gate(plan.gate)
+    print_gate(plan.verdict)
     if dry_run:
         console.print(f"dry run: would commit {len(plan.files)} file(s) to {reg.name}:{plan.repo}")
         plain(f"commit message: {plan.message}")

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from qmd_ft.cli.common import console, err_console, plain, print_json
+from qmd_ft.cli.eval_cmd import gate_table
 from qmd_ft.cli.progress import progress_bars
 from qmd_ft.pipeline import StageResult, build_pipeline, gate_refused
 
@@ -77,6 +78,8 @@ def pipeline(
         pipe.on_progress = on_progress
         pipe.run(pipe.cfg.pipeline.stages, on_stage)
     console.print(_table(done, f"pipeline ({pipe.backend}) → {pipe.out}"))
+    if pipe.verdict is not None:
+        console.print(gate_table(pipe.verdict))
     if gate_refused(done):
         err_console.print("error: the gate refused the release; nothing was published")
         raise typer.Exit(1)
@@ -89,8 +92,16 @@ def demo(
     max_steps: Annotated[
         int | None, typer.Option(min=1, help="Cap both training stages (a quick smoke run).")
     ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="key.path=value for the demo's configs (as pipeline --set)."),
+    ] = None,
 ) -> None:
     """Train, gate and export the tiny model offline in minutes: the whole job, small.
+
+    The gate applies the real pipeline's rules, search included: when the tiny model's
+    expansions do not help search, the release is refused with the reason and the demo still
+    exports and verifies GGUF (exit 0: the demo worked, the gate did its job).
 
     Example: qmd-ft demo
     """
@@ -106,6 +117,7 @@ def demo(
             on_stage=_stage_line,
             max_steps=max_steps,
             on_progress=on_progress,
+            overrides=set_,
         )
     if json_:
         print_json(report.to_dict())
@@ -117,4 +129,22 @@ def demo(
     table.add_row("untrained tiny Qwen3", f"{report.score_before:.4f}")
     table.add_row("after SFT + GRPO", f"{report.score_after:.4f}")
     console.print(table)
+    search = Table(title="search on evals/retrieval/ (QMD's BM25 + vectors + RRF)")
+    search.add_column("expansions from")
+    for metric in report.retrieval_raw:
+        search.add_column(metric)
+    for name, row in (
+        ("none (raw query)", report.retrieval_raw),
+        ("untrained tiny Qwen3", report.retrieval_before),
+        ("after SFT + GRPO", report.retrieval_after),
+    ):
+        search.add_row(name, *(f"{v:.3f}" for v in row.values()))
+    console.print(search)
+    if report.verdict is not None:
+        console.print(gate_table(report.verdict))
+    if report.released:
+        console.print("[green]released[/green]: the trained model passed every gate rule")
+    else:
+        reasons = "; ".join(report.verdict.reasons) if report.verdict else "no verdict"
+        console.print(f"[red]release refused[/red] by the gate: {reasons}")
     console.print(f"demo finished in {report.seconds:.0f}s; artifacts under {out}/")

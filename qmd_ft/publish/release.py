@@ -17,12 +17,12 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qmd_ft.config import EvalConfig, ModelConfig
+from qmd_ft.config import EvalConfig, ModelConfig, PublishConfig
 from qmd_ft.errors import UserError
 from qmd_ft.evaluation import load_results, model_hash, run_eval, write_results
-from qmd_ft.gate import GateResult, GateRule, compare, retrieval_reasons
+from qmd_ft.gate import Verdict, decide
 from qmd_ft.manifest import MANIFEST, file_sha256, origin_model, read_manifest
 from qmd_ft.progress import ProgressFn, counter
 from qmd_ft.publish.card import commit_message, render_card
@@ -34,8 +34,17 @@ from qmd_ft.publish.registry import (
     check_repo_name,
 )
 
+if TYPE_CHECKING:
+    from qmd_ft.retrieval.run import Indexes
+
+GREEDY_EVAL_FILE = "eval_results_greedy.json"
+"""The merged model's greedy eval, shipped beside a sampled (served-GGUF) gate eval."""
+
 EvaluateDeployed = Callable[[Path, dict[str, Any]], dict[str, Any]]
 """(deployed model dir, candidate results) → results of the deployed model, same harness."""
+
+EvaluateDeployedRetrieval = Callable[[Path], dict[str, Any]]
+"""Deployed model dir → its `eval --retrieval` results, same harness as the candidate's."""
 
 
 @dataclass
@@ -46,8 +55,7 @@ class ReleasePlan:
     files: dict[str, Path]
     message: str
     card: str
-    gate: GateResult | None
-    baseline_source: str
+    verdict: Verdict
     gguf_repo: str | None = None
     gguf_files: dict[str, Path] = field(default_factory=dict)
     gguf_card: str | None = None
@@ -59,7 +67,11 @@ class ReleasePlan:
 
     @property
     def passed(self) -> bool:
-        return self.deployed or self.gate is None or self.gate.passed
+        return self.deployed or self.verdict.passed
+
+    @property
+    def baseline_source(self) -> str:
+        return self.verdict.baseline_source
 
 
 def harness_evaluator(
@@ -92,6 +104,35 @@ def harness_evaluator(
     return evaluate
 
 
+def harness_retrieval_evaluator(
+    backend: str,
+    gen: EvalConfig,
+    device: str | None = None,
+    indexes: Callable[[], Indexes] | None = None,
+) -> EvaluateDeployedRetrieval:
+    """Retrieval-evaluate a model as the candidate was: same backend, settings and corpus.
+
+    `indexes` hands over already built corpus indexes (built on first call), so a run that
+    evaluates several models embeds the notes once.
+    """
+
+    def evaluate(path: Path) -> dict[str, Any]:
+        from qmd_ft.retrieval.cli_eval import retrieval_eval
+
+        built = indexes() if indexes is not None else None
+        return retrieval_eval(
+            str(path),
+            [],
+            gen,
+            backend=backend,
+            device=device,
+            eval_dir=Path(gen.retrieval_dir),
+            indexes=built,
+        )
+
+    return evaluate
+
+
 def model_files(model: Path) -> dict[str, Path]:
     """Every file of a model directory by its path in the repo (hidden files left out)."""
     return {
@@ -115,35 +156,90 @@ def baseline_results(
     revision: str | None = None,
 ) -> tuple[dict[str, Any] | None, str]:
     """The deployed model's eval (at `revision`, default the latest): its published results
-    file, else a fresh eval, else none."""
+    file when generated like the candidate's, else a fresh eval, else none."""
     path = registry.fetch_file(repo, EVAL_FILE, revision)
-    if path is not None:
-        return load_results(path), f"{registry.name}:{repo}/{EVAL_FILE}"
+    published = load_results(path) if path is not None else None
+    if published is not None and same_generation(published, candidate):
+        return published, f"{registry.name}:{repo}/{EVAL_FILE}"
     if registry.exists(repo, revision):
-        deployed = registry.download(repo, revision)
-        return evaluate_deployed(deployed, candidate), "evaluated deployed model"
+        source = "evaluated deployed model"
+        if published is not None:
+            source += f" (its {EVAL_FILE} was generated differently)"
+        return evaluate_deployed(registry.download(repo, revision), candidate), source
     return None, "nothing deployed yet"
 
 
-def _retrieval_check(
-    path: Path | None,
-    model: Path,
+def same_generation(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two results were generated alike (both greedy, or the same sampling)."""
+    return (a.get("provenance") or {}).get("sampling") == (b.get("provenance") or {}).get(
+        "sampling"
+    )
+
+
+def produced_from(doc: dict[str, Any], model: Path) -> bool:
+    """Whether a results document scores `model`, or a GGUF exported from it."""
+    prov = doc.get("provenance") or {}
+    exported = prov.get("exported_from") or {}
+    return model_hash(str(model)) in (prov.get("model_sha256"), exported.get("model_sha256"))
+
+
+def baseline_retrieval(
     registry: Registry,
     repo: str,
-    gate: GateResult | None,
+    candidate: dict[str, Any],
+    evaluate: EvaluateDeployedRetrieval | None,
     revision: str | None = None,
 ) -> dict[str, Any] | None:
-    """The second gate metric: no retrieval regression against the deployed model's file."""
-    if path is None:
-        return None
-    doc = json.loads(path.read_text(encoding="utf-8"))
-    if doc.get("provenance", {}).get("model_sha256") != model_hash(str(model)):
+    """The deployed model's retrieval results: its published file (when generated like the
+    candidate's), else a fresh run, else none."""
+    path = registry.fetch_file(repo, RETRIEVAL_FILE, revision)
+    if path is not None and same_generation(published := _read_json(path), candidate):
+        return published
+    if evaluate is not None and registry.exists(repo, revision):
+        return evaluate(registry.download(repo, revision))
+    return None
+
+
+def judge(
+    publish: PublishConfig,
+    registry: Registry,
+    repo: str,
+    candidate: dict[str, Any],
+    candidate_retrieval: dict[str, Any] | None,
+    evaluate_deployed: EvaluateDeployed,
+    evaluate_deployed_retrieval: EvaluateDeployedRetrieval | None = None,
+    revision: str | None = None,
+) -> Verdict:
+    """The gate's verdict on a candidate against what `repo` serves at `revision` (default:
+    the latest)."""
+    baseline, source = baseline_results(registry, repo, candidate, evaluate_deployed, revision)
+    base_retrieval = None
+    if baseline is not None and candidate_retrieval is not None:
+        base_retrieval = baseline_retrieval(
+            registry, repo, candidate_retrieval, evaluate_deployed_retrieval, revision
+        )
+    return decide(
+        publish,
+        candidate=candidate,
+        baseline=baseline,
+        baseline_source=source,
+        candidate_retrieval=candidate_retrieval,
+        baseline_retrieval=base_retrieval,
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: cannot read JSON ({e})") from e
+
+
+def load_retrieval(path: Path, model: Path) -> dict[str, Any]:
+    """A candidate's `eval --retrieval` results, checked to come from this model."""
+    doc = _read_json(path)
+    if not produced_from(doc, model):
         raise UserError(f"{path} was not produced from {model} (model hash differs)")
-    deployed = registry.fetch_file(repo, RETRIEVAL_FILE, revision)
-    if deployed is not None and gate is not None:
-        reasons = retrieval_reasons(doc, json.loads(deployed.read_text(encoding="utf-8")))
-        gate.reasons += reasons
-        gate.passed = gate.passed and not reasons
     return doc
 
 
@@ -152,37 +248,63 @@ def plan_release(
     results_path: Path,
     registry: Registry,
     repo: str,
-    rule: GateRule,
+    publish: PublishConfig,
     evaluate_deployed: EvaluateDeployed,
     *,
     gguf_dir: Path | None = None,
     gguf_repo: str | None = None,
     force_name: bool = False,
     retrieval: Path | None = None,
+    evaluate_deployed_retrieval: EvaluateDeployedRetrieval | None = None,
+    verdict: Verdict | None = None,
+    greedy: Path | None = None,
 ) -> ReleasePlan:
-    """Everything up to (not including) the upload; raises UserError on a bad input."""
+    """Everything up to (not including) the upload; raises UserError on a bad input.
+
+    `verdict`, when given, is the one the pipeline's compare stage reached on these very
+    files; otherwise the gate is judged here (`judge`), the same way. `greedy`: the merged
+    model's greedy eval, shown on the card and shipped beside a sampled gate eval.
+    """
     check_repo_name(repo, force=force_name)
     if not (model / "config.json").is_file():
         raise UserError(f"{model}: not a merged model directory (no config.json)")
     results = load_results(results_path)
-    evaluated = results.get("provenance", {}).get("model_sha256")
-    if evaluated != model_hash(str(model)):
+    if not produced_from(results, model):
         raise UserError(
             f"{results_path} was not produced from {model} (model hash differs): "
             "evaluate this model before publishing it"
         )
+    retrieval_doc = load_retrieval(retrieval, model) if retrieval is not None else None
+    greedy_doc = load_results(greedy) if greedy is not None else None
+    if greedy_doc is not None and not produced_from(greedy_doc, model):
+        raise UserError(f"{greedy} was not produced from {model} (model hash differs)")
     parent = registry.head(repo)
-    baseline, source = baseline_results(registry, repo, results, evaluate_deployed, parent)
-    deployed = baseline is not None and _model_of(baseline) == evaluated
-    gate = compare(results, baseline, rule) if baseline is not None and not deployed else None
-    retrieval_doc = _retrieval_check(retrieval, model, registry, repo, gate, parent)
+    if verdict is None:
+        verdict = judge(
+            publish,
+            registry,
+            repo,
+            results,
+            retrieval_doc,
+            evaluate_deployed,
+            evaluate_deployed_retrieval,
+            revision=parent,
+        )
+    deployed = _serves(registry, repo, parent, model)
     manifest = read_manifest(model) or {}
     # A merged model's manifest lists its training stages; a trained directory has its config.
     training = manifest.get("stages") or (manifest.get("config") or {}).get("training")
     base_model = origin_model(str(model)) if manifest else ModelConfig().base
-    gate_dict = gate.to_dict() if gate else None
-    card = render_card(repo, results, base_model=base_model, training=training, gate=gate_dict)
-    message = commit_message(results, gate_dict)
+    card = render_card(
+        repo,
+        results,
+        base_model=base_model,
+        training=training,
+        verdict=verdict,
+        retrieval=retrieval_doc,
+        greedy=greedy_doc,
+    )
+    message = commit_message(results, verdict)
     staging = Path(tempfile.mkdtemp(prefix="qmd-ft-release-"))
     (staging / "README.md").write_text(card, encoding="utf-8")
     write_results(results, staging / EVAL_FILE)
@@ -192,11 +314,12 @@ def plan_release(
     if retrieval_doc is not None:
         write_results(retrieval_doc, staging / RETRIEVAL_FILE)
         files[RETRIEVAL_FILE] = staging / RETRIEVAL_FILE
+    if greedy_doc is not None:
+        write_results(greedy_doc, staging / GREEDY_EVAL_FILE)
+        files[GREEDY_EVAL_FILE] = staging / GREEDY_EVAL_FILE
     if (model / MANIFEST).is_file():
         files["qmd_ft_manifest.json"] = model / MANIFEST
-    plan = ReleasePlan(repo, files, message, card, gate, source, parent=parent, deployed=deployed)
-    if deployed:
-        plan.baseline_source = f"{source}: the deployed model is this candidate"
+    plan = ReleasePlan(repo, files, message, card, verdict, parent=parent, deployed=deployed)
     if gguf_dir is not None:
         verified = verified_gguf_files(gguf_dir)
         plan.gguf_repo = gguf_repo or f"{repo}-gguf"
@@ -204,7 +327,12 @@ def plan_release(
         plan.gguf_parent = registry.head(plan.gguf_repo)
         names = sorted(n for n in verified if n.endswith(".gguf"))
         plan.gguf_card = render_card(
-            plan.gguf_repo, results, base_model=repo, gate=gate_dict, gguf_files=names
+            plan.gguf_repo,
+            results,
+            base_model=repo,
+            verdict=verdict,
+            retrieval=retrieval_doc,
+            gguf_files=names,
         )
         (staging / "README.gguf.md").write_text(plan.gguf_card, encoding="utf-8")
         plan.gguf_files = verified | {
@@ -215,8 +343,11 @@ def plan_release(
     return plan
 
 
-def _model_of(results: dict[str, Any]) -> str | None:
-    return results.get("provenance", {}).get("model_sha256")
+def _serves(registry: Registry, repo: str, revision: str | None, model: Path) -> bool:
+    """Whether `repo` at `revision` already serves `model` (its published eval says so): a
+    release whose `-gguf` commit failed after the main one landed, run again."""
+    path = registry.fetch_file(repo, EVAL_FILE, revision) if revision else None
+    return path is not None and produced_from(load_results(path), model)
 
 
 def verified_gguf_files(gguf_dir: Path) -> dict[str, Path]:
@@ -264,7 +395,7 @@ def execute(plan: ReleasePlan, registry: Registry) -> list[str]:
     (the main repo's revision stands in for its commit when it was already deployed).
     """
     if not plan.passed:
-        raise UserError("gate failed: " + "; ".join(plan.gate.reasons if plan.gate else []))
+        raise UserError("gate failed: " + "; ".join(plan.verdict.reasons))
     if plan.deployed:
         commits = [plan.parent or ""]
     else:

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qmd_ft import prompt
-from qmd_ft.config import EvalConfig
-from qmd_ft.evaluation import backend_for, model_hash
+from qmd_ft.config import EvalConfig, ServingConfig
+from qmd_ft.evaluation import backend_for, model_hash, sampled_settings, sampling_record
+
+if TYPE_CHECKING:
+    from qmd_ft.retrieval.run import Indexes
 
 
 def retrieval_eval(
@@ -23,30 +26,45 @@ def retrieval_eval(
     backend: str = "auto",
     device: str | None = None,
     eval_dir: Path | None = None,
+    indexes: Indexes | None = None,
+    serving: ServingConfig | None = None,
 ) -> dict[str, Any]:
-    """Expansions from the model for every judged query, scored by retrieval."""
+    """Expansions from the model for every judged query, scored by retrieval.
+
+    `indexes`: corpus indexes already built over `eval_dir/notes` (reused across models).
+    `serving`: sample as QMD serves (k seeded runs, metrics averaged per query) instead of
+    generating once with `gen`.
+    """
     from qmd_ft.backend import get_backend
     from qmd_ft.retrieval.run import EVAL_DIR, load_queries, run_retrieval_eval
 
     root = eval_dir or EVAL_DIR
     queries = load_queries(root / "queries.jsonl")
     name = backend_for(model, backend)
-    generate = get_backend(name).generator(model, adapters, gen, device)
+    settings = sampled_settings(gen, serving) if serving is not None else [gen]
     start = time.perf_counter()
-    expansions: dict[str, str] = {}
-    for i in range(0, len(queries), gen.batch_size):
-        batch = queries[i : i + gen.batch_size]
-        outs = generate([prompt.render_prompt(q.query) for q in batch])
-        expansions.update({q.id: out for q, out in zip(batch, outs, strict=True)})
+    samples: list[dict[str, str]] = []
+    for g in settings:
+        generate = get_backend(name).generator(model, adapters, g, device)
+        expansions: dict[str, str] = {}
+        for i in range(0, len(queries), g.batch_size):
+            batch = queries[i : i + g.batch_size]
+            outs = generate([prompt.render_prompt(q.query) for q in batch])
+            expansions.update({q.id: out for q, out in zip(batch, outs, strict=True)})
+        samples.append(expansions)
     seconds = time.perf_counter() - start
-    result = run_retrieval_eval(expansions, eval_dir=root)
+    result = run_retrieval_eval(
+        samples[0] if serving is None else samples, eval_dir=root, indexes=indexes
+    )
     result["provenance"] = {
         "model": model,
         "model_sha256": model_hash(model),
         "adapters": adapters,
         "backend": name,
-        "generation": gen.model_dump(),
+        "generation": settings[0].model_dump(),
         "generation_seconds": round(seconds, 2),
     }
-    result["expansions"] = expansions
+    if serving is not None:
+        result["provenance"]["sampling"] = sampling_record(serving)
+    result["expansions"] = samples[0] if serving is None else samples
     return result

@@ -8,15 +8,16 @@ Judgments grade a note 2 (answers the query) or 1 (partially relevant); unlisted
 - nDCG@10: gains 2^grade - 1 (3 for an answer, 1 for a partial), log2 discount, normalised by
   the ideal ordering of all judged notes, so ranking an answer above a partial match pays.
 
-Two systems are compared per query (same queries, same judgments), so the interval is a
-paired bootstrap of the mean per-query delta with a fixed seed: the same inputs always give
-the same interval, which a publish gate needs.
+Two systems are compared per query (same queries, same judgments) with the gates' paired
+bootstrap (`qmd_ft.stats`): a fixed seed, so the same inputs always give the same interval.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+
+from qmd_ft.stats import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, paired_delta
 
 METRICS = ("recall@5", "recall@10", "mrr", "ndcg@10")
 
@@ -64,48 +65,30 @@ def mean_metrics(rows: Sequence[Mapping[str, float]]) -> dict[str, float]:
     return {m: (sum(row[m] for row in rows) / len(rows) if rows else 0.0) for m in METRICS}
 
 
-def paired_bootstrap(
-    deltas: Sequence[float], n_resamples: int = 10_000, seed: int = 0, confidence: float = 0.95
-) -> tuple[float, float]:
-    """Percentile interval of the mean of paired per-query deltas.
-
-    Queries are resampled with replacement `n_resamples` times from a seeded generator, so the
-    interval is deterministic for given inputs. An interval above 0 means the candidate beats
-    the baseline on this query set with the stated confidence.
-    """
-    import numpy as np
-
-    values = np.asarray(deltas, dtype=np.float64)
-    if values.size == 0:
-        return (0.0, 0.0)
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, values.size, size=(n_resamples, values.size))].mean(axis=1)
-    tail = (1.0 - confidence) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return (float(low), float(high))
-
-
 def compare(
     candidate: Sequence[Mapping[str, float]],
     baseline: Sequence[Mapping[str, float]],
-    n_resamples: int = 10_000,
-    seed: int = 0,
+    n_resamples: int = BOOTSTRAP_SAMPLES,
+    seed: int = BOOTSTRAP_SEED,
 ) -> dict[str, dict[str, float]]:
     """Per metric: mean delta (candidate - baseline), its bootstrap interval, wins and losses.
 
-    Both sequences hold one row per query in the same order.
+    Both sequences hold one row per query in the same order; the interval is the gate's own
+    (`qmd_ft.stats.paired_delta`), so a gate reading these numbers sees the same interval.
     """
-    if len(candidate) != len(baseline):
-        raise ValueError(f"paired rows differ in length: {len(candidate)} vs {len(baseline)}")
     out = {}
     for metric in METRICS:
-        deltas = [c[metric] - b[metric] for c, b in zip(candidate, baseline, strict=True)]
-        low, high = paired_bootstrap(deltas, n_resamples=n_resamples, seed=seed)
+        d = paired_delta(
+            [c[metric] for c in candidate],
+            [b[metric] for b in baseline],
+            samples=n_resamples,
+            seed=seed,
+        )
         out[metric] = {
-            "mean_delta": sum(deltas) / len(deltas) if deltas else 0.0,
-            "ci_low": low,
-            "ci_high": high,
-            "wins": sum(d > 0 for d in deltas),
-            "losses": sum(d < 0 for d in deltas),
+            "mean_delta": d.mean,
+            "ci_low": d.ci_low,
+            "ci_high": d.ci_high,
+            "wins": d.wins,
+            "losses": d.losses,
         }
     return out

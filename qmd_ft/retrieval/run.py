@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,26 +96,42 @@ def build_indexes(notes_dir: Path, embedder: Embedder | None = None) -> Indexes:
     return Indexes(bm25, vectors, len(notes), seconds)
 
 
+Expansions = Mapping[str, str]
+"""Query id -> one expansion text."""
+
+
 def _system(
-    queries: list[Query], indexes: Indexes, expansions: Mapping[str, str] | None
-) -> tuple[list[dict[str, float]], list[list[str]]]:
-    """Per-query metric rows and rankings for one system (None: raw queries only)."""
-    rows, rankings = [], []
-    for q in queries:
-        expansion = expansions.get(q.id) if expansions is not None else None
-        ranked = search_mod.search(q.query, indexes.bm25, indexes.vectors, expansion)
-        rows.append(score_ranking(ranked, q.relevant))
-        rankings.append(ranked)
-    return rows, rankings
+    queries: list[Query], indexes: Indexes, samples: list[Expansions] | None
+) -> tuple[list[dict[str, float]], list[list[str]], list[dict[str, float]]]:
+    """Per-query metric rows, rankings and per-sample means for one system (None: raw).
+
+    With several samples (sampled generation), a query's row is the mean of its samples'
+    metrics and its ranking is the first sample's.
+    """
+    runs: list[tuple[list[dict[str, float]], list[list[str]]]] = []
+    for expansions in samples if samples is not None else [None]:
+        rows, rankings = [], []
+        for q in queries:
+            expansion = expansions.get(q.id) if expansions is not None else None
+            ranked = search_mod.search(q.query, indexes.bm25, indexes.vectors, expansion)
+            rows.append(score_ranking(ranked, q.relevant))
+            rankings.append(ranked)
+        runs.append((rows, rankings))
+    merged = [
+        {m: sum(run[0][i][m] for run in runs) / len(runs) for m in METRICS}
+        for i in range(len(queries))
+    ]
+    return merged, runs[0][1], [mean_metrics(rows) for rows, _ in runs]
 
 
-def _vector_texts(queries: list[Query], expansions: Mapping[str, str] | None) -> list[str]:
+def _vector_texts(queries: list[Query], samples: list[Expansions] | None) -> list[str]:
     """Every text a system will send to vector search, so they embed in one batch."""
     texts = [q.query for q in queries]
-    for q in queries:
-        if expansions is not None and q.id in expansions:
-            subs = search_mod.parse_expansion(expansions[q.id])
-            texts += [s.text for s in subs if s.type in ("vec", "hyde")]
+    for expansions in samples or []:
+        for q in queries:
+            if q.id in expansions:
+                subs = search_mod.parse_expansion(expansions[q.id])
+                texts += [s.text for s in subs if s.type in ("vec", "hyde")]
     return texts
 
 
@@ -131,7 +147,7 @@ def _summary(queries: list[Query], rows: list[dict[str, float]]) -> dict[str, An
 
 
 def run_retrieval_eval(
-    expansions: Mapping[str, str] | None,
+    expansions: Expansions | Sequence[Expansions] | None,
     *,
     eval_dir: Path = EVAL_DIR,
     with_gold: bool = True,
@@ -141,8 +157,10 @@ def run_retrieval_eval(
 ) -> dict[str, Any]:
     """Score raw queries, the given expansions (if any) and the gold expansions (if asked).
 
-    `expansions` maps query id to a model's output text; a query it lacks is searched raw and
-    listed under `missing_expansions[system]`, so a partial run cannot pass as a full one.
+    `expansions` maps query id to a model's output text, or is a list of such maps (k sampled
+    runs: each query's metrics are averaged over them, and `systems.model.sample_means` keeps
+    each run's means); a query a map lacks is searched raw and listed under
+    `missing_expansions[system]`, so a partial run cannot pass as a full one.
     `indexes` reuses indexes already built over `eval_dir / "notes"` (tests, benchmarks).
     Returns a JSON-ready dict: `systems` (mean and per-category metrics), `comparisons`
     (`model_vs_raw`, `gold_vs_raw`: mean delta, bootstrap CI, wins/losses per metric),
@@ -151,11 +169,11 @@ def run_retrieval_eval(
     indexes = indexes or build_indexes(eval_dir / "notes")
     queries = load_queries(eval_dir / "queries.jsonl", set(indexes.vectors.names))
 
-    systems: dict[str, Mapping[str, str] | None] = {"raw": None}
+    systems: dict[str, list[Expansions] | None] = {"raw": None}
     if expansions is not None:
-        systems["model"] = expansions
+        systems["model"] = [expansions] if isinstance(expansions, Mapping) else list(expansions)
     if with_gold:
-        systems["gold"] = load_expansions(eval_dir / "gold_expansions.jsonl")
+        systems["gold"] = [load_expansions(eval_dir / "gold_expansions.jsonl")]
 
     t0 = time.perf_counter()
     indexes.vectors.prepare(t for exp in systems.values() for t in _vector_texts(queries, exp))
@@ -168,13 +186,13 @@ def run_retrieval_eval(
     raw_rows = results["raw"][0]
     comparisons = {
         f"{name}_vs_raw": compare(rows, raw_rows, n_resamples=n_resamples, seed=seed)
-        for name, (rows, _) in results.items()
+        for name, (rows, _, _) in results.items()
         if name != "raw"
     }
     per_query = []
     for i, q in enumerate(queries):
         row: dict[str, Any] = {"id": q.id, "query": q.query, "category": q.category}
-        for name, (rows, rankings) in results.items():
+        for name, (rows, rankings, _) in results.items():
             row[name] = {**rows[i], "top10": rankings[i][:10]}
             if name != "raw":
                 row[f"delta_{name}"] = {m: rows[i][m] - raw_rows[i][m] for m in METRICS}
@@ -197,11 +215,14 @@ def run_retrieval_eval(
             "seed": seed,
         },
         "missing_expansions": {
-            name: [q.id for q in queries if q.id not in exp]
+            name: [q.id for q in queries if any(q.id not in e for e in exp)]
             for name, exp in systems.items()
             if exp is not None
         },
-        "systems": {name: _summary(queries, rows) for name, (rows, _) in results.items()},
+        "systems": {
+            name: _summary(queries, rows) | ({"sample_means": means} if len(means) > 1 else {})
+            for name, (rows, _, means) in results.items()
+        },
         "comparisons": comparisons,
         "per_query": per_query,
         "timings": {
