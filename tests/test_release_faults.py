@@ -119,7 +119,7 @@ def test_a_release_landing_after_the_gate_read_wins_and_the_late_one_fails(
 ) -> None:
     from huggingface_hub import constants
 
-    from qmd_ft.gate import GateRule
+    from qmd_ft.config import PublishConfig
     from qmd_ft.publish.hub import HubRegistry
     from qmd_ft.publish.release import execute, plan_release
 
@@ -134,7 +134,7 @@ def test_a_release_landing_after_the_gate_read_wins_and_the_late_one_fails(
         on_hub = HubRegistry(token=TOKEN)
         on_hub.api.endpoint = hub.url
         for reg in (LocalRegistry(tmp_path / "reg"), on_hub):
-            rule = GateRule(0.0, -100.0, 200)
+            rule = PublishConfig(min_ci_lower=-100.0, bootstrap_samples=200)
             execute(plan_release(m1, r1, reg, REPO, rule, never), reg)
             late = plan_release(m2, r2, reg, REPO, rule, never)  # gated against m1
             execute(plan_release(m3, r3, reg, REPO, rule, never), reg)  # lands first
@@ -343,7 +343,8 @@ def test_the_pipeline_gguf_stage_publishes_card_eval_and_verified_files_pinned(
     from qmd_ft.pipeline import Pipeline, StageResult
 
     m1 = make_model(tmp_path, "merged", "one")
-    r1 = make_results(tmp_path, m1, 0.6, "results.json")
+    (tmp_path / "run" / "eval").mkdir(parents=True)
+    r1 = make_results(tmp_path / "run" / "eval", m1, 0.6, "eval_results.json")
     g = make_gguf_dir(tmp_path / "gguf", {"m-f16.gguf": True, "m-q8_0.gguf": False})
     (g / ".m-f16.gguf.partial").write_bytes(b"half")
     cfg = load_config(None, [f"publish.registry={tmp_path / 'reg'}"])
@@ -351,7 +352,7 @@ def test_the_pipeline_gguf_stage_publishes_card_eval_and_verified_files_pinned(
     pipe = Pipeline(cfg, cfg, cfg, "cuda", tmp_path / "run", reg, log=lambda _: None)
     pipe.results = {
         "merge": StageResult("merge", str(m1), ""),
-        "eval": StageResult("eval", str(r1), ""),
+        "eval": StageResult("eval", str(r1.parent), ""),
         "gguf": StageResult("gguf", str(g), ""),
     }
     published = pipe.stage_publish()

@@ -291,6 +291,9 @@ def plan_release(
             revision=parent,
         )
     deployed = _serves(registry, repo, parent, model)
+    if deployed:  # the gate compared the candidate with itself: say why the release goes on
+        source = f"{verdict.baseline_source}: the deployed model is this candidate"
+        verdict = verdict.model_copy(update={"baseline_source": source})
     manifest = read_manifest(model) or {}
     # A merged model's manifest lists its training stages; a trained directory has its config.
     training = manifest.get("stages") or (manifest.get("config") or {}).get("training")
