@@ -6,6 +6,7 @@ CPU-only machine stops a run before any data is tokenized or any step is taken.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,15 +25,22 @@ ADAPTER_CONFIG = "adapter_config.json"
 
 
 def resolve_device(device: str | None) -> str:
-    """`cpu` or `cuda`; None picks cuda when a CUDA device is visible, else cpu."""
+    """`cpu` or `cuda`; None picks cuda when a CUDA device is visible, else cpu.
+
+    On cuda the process's own GPU is made current first (`LOCAL_RANK` under `--gpus N`), before
+    anything touches CUDA: otherwise the first call that does (a bf16 check, a memory query)
+    would open a context on GPU 0 in every process, costing GPU 0 memory N times over.
+    """
     if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device not in ("cpu", "cuda"):
         raise UserError(f"--device {device}: choose cpu or cuda")
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError(
             f"--device cuda: no CUDA device visible (torch {torch.__version__}); use --device cpu"
         )
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     return device
 
 
