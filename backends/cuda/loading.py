@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from qmd_ft.backends.cuda.precision import UpdateSize, lora_update
 from qmd_ft.config import LoraConfig
 from qmd_ft.errors import UserError
 from qmd_ft.model_ref import is_local_ref
@@ -47,6 +48,22 @@ def resolve_device(device: str | None) -> str:
 def use_bf16(device: str) -> bool:
     """bf16 compute on GPUs that support it; CPUs (tests, laptops) stay in fp32 for exactness."""
     return device == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def generation_dtype(ref: str | Path, adapters: list[str], device: str) -> torch.dtype:
+    """The dtype eval generates in: the weights as stored, so what a merge kept is evaluated.
+
+    CPUs stay in fp32. On a GPU a bf16 checkpoint runs in bf16, while an fp32 one (a release
+    merged in fp32 because bf16 would round GRPO's update away, see `merge`) runs in fp32, and
+    so does a base with adapters merged on load: rounding it to bf16 would erase the same
+    update the gate is asked to judge.
+    """
+    if not use_bf16(device) or adapters:
+        return torch.float32
+    from transformers import AutoConfig
+
+    stored = AutoConfig.from_pretrained(check_model_ref(ref)).dtype
+    return torch.float32 if stored == torch.float32 else torch.bfloat16
 
 
 def is_adapter(path: str | Path) -> bool:
@@ -109,15 +126,27 @@ def load_model(
         raise UserError(f"cannot load model {ref}: {_first_line(e)}") from e
 
 
-def merge_adapters(model: PreTrainedModel, adapters: list[str]) -> PreTrainedModel:
-    """Fold each PEFT adapter into the weights in order (SFT, then GRPO on top of it)."""
+def merge_adapters(
+    model: PreTrainedModel,
+    adapters: list[str],
+    sizes: list[UpdateSize] | None = None,
+    stored: torch.dtype = torch.float32,
+) -> PreTrainedModel:
+    """Fold each PEFT adapter into the weights in order (SFT, then GRPO on top of it).
+
+    With a `sizes` list, each adapter's update is measured against the weights it lands on,
+    in steps of the `stored` dtype (`precision.lora_update`), and appended to it.
+    """
     from peft import PeftModel
 
     for adapter in adapters:
         require_dir(adapter, "adapter", "check the path")
         if not is_adapter(adapter):
             raise UserError(f"adapter {adapter}: no {ADAPTER_CONFIG} (is it a full model dir?)")
-        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+        peft_model = PeftModel.from_pretrained(model, adapter)
+        if sizes is not None:
+            sizes.append(lora_update(peft_model, str(adapter), stored))
+        model = peft_model.merge_and_unload()
     return model
 
 

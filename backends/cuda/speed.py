@@ -23,9 +23,10 @@ What each buys, and why it is safe:
   Liger's RMSNorm/RoPE/SwiGLU kernels (TRL refuses Liger's own cross-entropy, which would replace
   the fused head); it needs the `liger-kernel` package and a CUDA device.
 - `torch_compile`: transformers' Trainer compiles the training model.
-- `fast_generation`: GRPO rollouts (and eval, through `config.eval`) use `qmd_ft.backends.cuda.fastgen`:
-  the LoRA merged into a generation copy, a static KV cache, all completions of a step in one
-  batch; `compile_generation` also compiles its decode step with CUDA graphs.
+- `fast_generation`: GRPO rollouts (and eval, through `config.eval`) use
+  `qmd_ft.backends.cuda.fastgen`: the LoRA merged into a generation copy, a static KV cache,
+  all completions of a step in one batch; `compile_generation` also compiles its decode step
+  with CUDA graphs.
 - `use_vllm`: TRL's colocated vLLM generates GRPO rollouts (users' GPUs usually have it).
 
 `padding_free`, `tokens_per_batch`, `use_liger_kernel` and `torch_compile` shape SFT; GRPO's

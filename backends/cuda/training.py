@@ -11,9 +11,11 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
 from transformers import TrainerCallback
 
 from qmd_ft.backends.cuda.loading import use_bf16
+from qmd_ft.backends.cuda.precision import KEEP_THRESHOLD, dtype_name, lora_update
 from qmd_ft.backend import TrainRequest
 from qmd_ft.errors import UserError
 from qmd_ft.manifest import write_manifest
@@ -143,6 +145,30 @@ def with_final_loss(trainer: Trainer, metrics: dict[str, Any]) -> dict[str, Any]
     return {**metrics, **dict.fromkeys(missing, final)}
 
 
+def update_size(trainer: Trainer, req: TrainRequest) -> dict[str, float] | None:
+    """A LoRA run's update against the base checkpoint's dtype, logged and summarized.
+
+    Says when storing the merged model in the base's dtype would round the update away (GRPO
+    at a small learning rate), which `qmd-ft merge` answers by storing fp32; None for full
+    fine-tuning, whose weights are saved as trained.
+    """
+    from peft import PeftModel
+    from transformers import AutoConfig
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if not isinstance(model, PeftModel) or not trainer.is_world_process_zero():
+        return None
+    stored = AutoConfig.from_pretrained(req.config.model.base).dtype or torch.float32
+    size = lora_update(model, str(req.output_dir), stored)
+    print(size.line(stored))
+    if size.kept(stored) < KEEP_THRESHOLD:
+        print(
+            f"warning: storing this update in {dtype_name(stored)} would keep "
+            f"{size.kept(stored):.0%} of it; qmd-ft merge stores such merges in float32"
+        )
+    return size.summary(stored)
+
+
 def finish(
     trainer: Trainer,
     tokenizer: PreTrainedTokenizerBase,
@@ -160,6 +186,9 @@ def finish(
     """
     out = req.output_dir
     metrics = with_final_loss(trainer, metrics)
+    update = update_size(trainer, req)
+    if update is not None:
+        metrics = {**metrics, "update": update}
     trainer.save_model(str(out))
     trainer.save_state()
     if trainer.is_world_process_zero():
