@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from qmd_ft.backends.cuda.precision import UpdateSize, lora_update
+from qmd_ft.backends.precision import UpdateSize
 from qmd_ft.config import LoraConfig
 from qmd_ft.errors import UserError
 from qmd_ft.model_ref import is_local_ref
@@ -126,11 +126,33 @@ def load_model(
         raise UserError(f"cannot load model {ref}: {_first_line(e)}") from e
 
 
+def dtype_name(dtype: torch.dtype | None) -> str:
+    """`bfloat16`, `float16`, `float32` (None, as configs without a dtype say: float32)."""
+    return str(dtype or torch.float32).removeprefix("torch.")
+
+
+def lora_update(model: torch.nn.Module, name: str, storage: str) -> UpdateSize:
+    """The size of the active LoRA adapters of a PEFT `model` over its base weights."""
+    from peft.tuners.lora import LoraLayer
+
+    size = UpdateSize(name, storage)
+    with torch.no_grad():
+        for module in model.modules():
+            if not isinstance(module, LoraLayer):
+                continue
+            weight = module.get_base_layer().weight.float().cpu().numpy()
+            for adapter in module.active_adapters:
+                if adapter in module.lora_A:
+                    delta = module.get_delta_weight(adapter).float().cpu().numpy()
+                    size.add(weight, delta)
+    return size
+
+
 def merge_adapters(
     model: PreTrainedModel,
     adapters: list[str],
     sizes: list[UpdateSize] | None = None,
-    stored: torch.dtype = torch.float32,
+    stored: str = "float32",
 ) -> PreTrainedModel:
     """Fold each PEFT adapter into the weights in order (SFT, then GRPO on top of it).
 

@@ -15,13 +15,8 @@ from pathlib import Path
 
 import torch
 
-from qmd_ft.backends.cuda.loading import load_model, load_tokenizer, merge_adapters
-from qmd_ft.backends.cuda.precision import (
-    KEEP_THRESHOLD,
-    UpdateSize,
-    dtype_name,
-    store_dtype,
-)
+from qmd_ft.backends.cuda.loading import dtype_name, load_model, load_tokenizer, merge_adapters
+from qmd_ft.backends.precision import UpdateSize, report, store_dtype
 from qmd_ft.manifest import lineage, write_manifest
 
 
@@ -30,12 +25,12 @@ def merge(base: str, adapters: list[str], out: Path) -> Path:
     from transformers import AutoConfig
 
     tokenizer = load_tokenizer(base)
-    stored = AutoConfig.from_pretrained(base).dtype or torch.float32
+    stored = dtype_name(AutoConfig.from_pretrained(base).dtype)
     sizes: list[UpdateSize] = []
     model = merge_adapters(load_model(base, torch.float32), adapters, sizes, stored)
     dtype = store_dtype(sizes, stored)
     report(sizes, stored, dtype)
-    model = model.to(dtype)
+    model = model.to(getattr(torch, dtype))
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
@@ -44,32 +39,10 @@ def merge(base: str, adapters: list[str], out: Path) -> Path:
         "merged",
         parents=[base, *adapters],
         extra={
-            "dtype": dtype_name(dtype),
-            "base_dtype": dtype_name(stored),
-            "updates": {size.name: size.summary(stored) for size in sizes},
+            "dtype": dtype,
+            "base_dtype": stored,
+            "updates": {size.name: size.summary() for size in sizes},
             **lineage(base, adapters),
         },
     )
     return out
-
-
-def report(sizes: list[UpdateSize], stored: torch.dtype, dtype: torch.dtype) -> None:
-    """One line per adapter (its size in rounding steps, what each dtype keeps), then warnings.
-
-    Warns when the stored dtype had to change, and when even an f16 GGUF would keep less than
-    `KEEP_THRESHOLD` of an update (quantized GGUF types keep less still): the release then
-    holds the update only in its fp32 safetensors.
-    """
-    for size in sizes:
-        print(size.line(stored))
-    if dtype != stored:
-        print(
-            f"warning: {dtype_name(stored)} would round an update away; storing the merged "
-            f"weights in {dtype_name(dtype)} to keep it"
-        )
-    for size in sizes:
-        if size.kept(torch.float16) < KEEP_THRESHOLD:
-            print(
-                f"warning: {size.name}: a GGUF keeps at most {size.kept(torch.float16):.0%} of "
-                "this update in f16, less when quantized; eval the GGUF before publishing it"
-            )

@@ -11,11 +11,10 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 from transformers import TrainerCallback
 
-from qmd_ft.backends.cuda.loading import use_bf16
-from qmd_ft.backends.cuda.precision import KEEP_THRESHOLD, dtype_name, lora_update
+from qmd_ft.backends.cuda.loading import dtype_name, lora_update, use_bf16
+from qmd_ft.backends.precision import KEEP_THRESHOLD
 from qmd_ft.backend import TrainRequest
 from qmd_ft.errors import UserError
 from qmd_ft.manifest import write_manifest
@@ -158,15 +157,15 @@ def update_size(trainer: Trainer, req: TrainRequest) -> dict[str, float] | None:
     model = trainer.accelerator.unwrap_model(trainer.model)
     if not isinstance(model, PeftModel) or not trainer.is_world_process_zero():
         return None
-    stored = AutoConfig.from_pretrained(req.config.model.base).dtype or torch.float32
+    stored = dtype_name(AutoConfig.from_pretrained(req.config.model.base).dtype)
     size = lora_update(model, str(req.output_dir), stored)
-    print(size.line(stored))
+    print(size.line())
     if size.kept(stored) < KEEP_THRESHOLD:
         print(
-            f"warning: storing this update in {dtype_name(stored)} would keep "
-            f"{size.kept(stored):.0%} of it; qmd-ft merge stores such merges in float32"
+            f"warning: storing this update in {stored} would keep {size.kept(stored):.0%} of "
+            "it; qmd-ft merge stores such merges in float32"
         )
-    return size.summary(stored)
+    return size.summary()
 
 
 def finish(

@@ -1,4 +1,4 @@
-"""A GRPO-sized update survives the merge and the f16 GGUF export of a bf16 model.
+"""A GRPO-sized update survives the merge (both backends) and the f16 GGUF export of a bf16 model.
 
 GRPO at QMD's learning rate moves weights by a fraction of a bf16 rounding step: stored in
 bf16, the merged model is the SFT model again. The tiny model is stored in bf16 here (as
@@ -24,8 +24,9 @@ from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
+from qmd_ft.backends.cuda.loading import lora_update
 from qmd_ft.backends.cuda.merge import merge
-from qmd_ft.backends.cuda.precision import UpdateSize, lora_update, ulp
+from qmd_ft.backends.precision import UpdateSize, rounded, ulp
 from qmd_ft.gguf.export import export_gguf
 
 UPDATE_STEPS = 0.1
@@ -56,7 +57,7 @@ def small_adapter(base: Path, out: Path, steps: float) -> Path:
         for name, param in policy.named_parameters():
             if "lora_B" in name:
                 param.normal_(0, 1.0)
-        scale = steps / lora_update(policy, "probe", torch.bfloat16).rms_steps
+        scale = steps / lora_update(policy, "probe", "bfloat16").rms_steps
         for name, param in policy.named_parameters():
             if "lora_B" in name:
                 param.mul_(scale)
@@ -82,25 +83,30 @@ def kept_share(
     return along / total
 
 
-def test_ulp_is_the_rounding_step() -> None:
-    w = torch.tensor([1.0, 0.75, -3.0, 0.02])
-    assert ulp(w, torch.bfloat16).tolist() == pytest.approx([2**-7, 2**-8, 2**-6, 2**-13])
+def test_rounding_and_its_step_match_torchs_dtypes() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(10_000) * torch.logspace(-6, 2, 10_000)
     for dtype in (torch.bfloat16, torch.float16):
-        w = w.to(dtype).float()  # on the dtype's grid, as stored weights are
-        step = ulp(w, dtype)
-        assert torch.equal((w + 0.6 * step).to(dtype).float(), w + step)  # rounds up a step
-        assert torch.equal((w + 0.4 * step).to(dtype).float(), w)  # rounds back
+        name = str(dtype).removeprefix("torch.")
+        assert np.array_equal(rounded(x.numpy(), name), x.to(dtype).float().numpy())
+    w = np.array([1.0, 0.75, -3.0, 0.02], dtype=np.float32)
+    assert ulp(w, "bfloat16").tolist() == pytest.approx([2**-7, 2**-8, 2**-6, 2**-13])
+    for name in ("bfloat16", "float16"):
+        w = rounded(w, name)  # on the dtype's grid, as stored weights are
+        step = ulp(w, name)
+        assert np.array_equal(rounded(w + 0.6 * step, name), w + step)  # rounds up a step
+        assert np.array_equal(rounded(w + 0.4 * step, name), w)  # rounds back
 
 
 def test_update_size_counts_what_each_dtype_keeps() -> None:
-    torch.manual_seed(0)
-    weight = (torch.randn(64, 64) * 0.05).to(torch.bfloat16).float()
-    size = UpdateSize("tiny")
-    size.add(weight, 0.03 * ulp(weight, torch.bfloat16) * torch.randn(64, 64), torch.bfloat16)
+    rng = np.random.default_rng(0)
+    weight = rounded(rng.normal(0, 0.05, (64, 64)).astype(np.float32), "bfloat16")
+    size = UpdateSize("tiny", "bfloat16")
+    size.add(weight, 0.03 * ulp(weight, "bfloat16") * rng.normal(size=(64, 64)))
     assert size.rms_steps == pytest.approx(0.03, rel=0.1)
-    assert size.kept(torch.bfloat16) == 0.0  # 3% of a step: every weight rounds back
-    assert size.kept(torch.float32) == pytest.approx(1.0, abs=1e-3)
-    assert "update 0.029" in size.line(torch.bfloat16)
+    assert size.kept("bfloat16") == 0.0  # 3% of a step: every weight rounds back
+    assert size.kept("float32") == pytest.approx(1.0, abs=1e-3)
+    assert "update 0.0" in size.line() and "bfloat16 keeps 0%" in size.line()
 
 
 def test_grpo_sized_update_survives_merge_and_f16_gguf(
@@ -142,3 +148,29 @@ def test_a_large_update_keeps_the_base_dtype(tiny_model_dir: Path, tmp_path: Pat
     assert manifest["updates"][str(adapter)]["kept_bfloat16"] >= 0.99
     model = AutoModelForCausalLM.from_pretrained(out)
     assert model.dtype == torch.bfloat16
+
+
+def test_mlx_merge_keeps_the_update_like_the_cuda_merge(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("mlx_lm")
+    from qmd_ft.backends.mlx.fuse import merge as mlx_merge
+
+    base = bf16_copy(tiny_model_dir, tmp_path / "base")
+    adapter = small_adapter(base, tmp_path / "grpo", UPDATE_STEPS)
+    ours = mlx_merge(str(base), [str(adapter)], tmp_path / "mlx")
+    theirs = merge(str(base), [str(adapter)], tmp_path / "cuda")
+    manifest = json.loads((ours / "manifest.json").read_text())
+    assert manifest["dtype"] == "float32" and manifest["base_dtype"] == "bfloat16"
+    update = manifest["updates"][str(adapter)]
+    assert update["kept_bfloat16"] < 0.5 and update["kept_float32"] == pytest.approx(1.0)
+    assert json.loads((ours / "config.json").read_text())["dtype"] == "float32"
+    mlx_weights, cuda_weights = (
+        load_file(ours / "model.safetensors"),
+        load_file(theirs / "model.safetensors"),
+    )
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert mlx_weights[name].dtype == torch.float32
+    assert torch.allclose(mlx_weights[name], cuda_weights[name], atol=1e-7)
+    loaded = AutoModelForCausalLM.from_pretrained(ours)
+    assert loaded.dtype == torch.float32  # transformers keeps the fp32 the merge stored
