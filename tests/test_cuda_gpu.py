@@ -3,7 +3,7 @@ decoding with CUDA graphs, liger, and memory sizing. Every test is `gpu`-marked 
 without CUDA); `bench/gpu_check.sh` runs them on a lent GPU beside `qmd-ft bench`.
 
 The CPU tests prove the same arithmetic in fp32 (tests/test_cuda_recipe.py,
-test_cuda_speed.py, test_cuda_precision.py, test_cuda_compile.py); here the tolerances are
+test_cuda_speed.py, test_merge_precision.py, test_cuda_compile.py); here the tolerances are
 bf16's.
 """
 
