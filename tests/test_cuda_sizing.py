@@ -98,3 +98,17 @@ def test_each_process_picks_its_gpu_before_touching_cuda(monkeypatch: pytest.Mon
     assert resolve_device("cpu") == "cpu" and chosen == [3]  # CPU processes: nothing to pick
     monkeypatch.delenv("LOCAL_RANK")
     assert resolve_device(None) == "cuda" and chosen == [3]  # one process: the default GPU
+
+
+def test_eval_generates_in_the_dtype_the_weights_are_stored_in(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from test_merge_precision import bf16_copy
+
+    bf16_dir = bf16_copy(tiny_model_dir, tmp_path / "bf16")
+    assert loading.generation_dtype(str(bf16_dir), [], "cpu") == torch.float32
+    monkeypatch.setattr(loading, "use_bf16", lambda device: device == "cuda")
+    assert loading.generation_dtype(str(bf16_dir), [], "cuda") == torch.bfloat16
+    # An fp32 release (merged so GRPO's update survives) and adapters merged on load stay fp32.
+    assert loading.generation_dtype(str(tiny_model_dir), [], "cuda") == torch.float32
+    assert loading.generation_dtype(str(bf16_dir), ["adapter"], "cuda") == torch.float32
