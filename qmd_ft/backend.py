@@ -1,8 +1,8 @@
 """The small interface every training backend implements, and picking one by name.
 
-Backends live in the top-level `backends/` package (`qmd_ft.backends.cuda`, `qmd_ft.backends.mlx`); each
-exposes `BACKEND`, an object with the methods of `Backend`. Only backends import torch or mlx,
-and only when one is picked, so the core stays light.
+Backends live in the top-level `backends/` folder, installed as `qmd_ft.backends` (`.cuda`,
+`.mlx`); each exposes `BACKEND`, an object with the methods of `Backend`. Only backends import
+torch or mlx, and only when one is picked, so the core stays light.
 """
 
 from __future__ import annotations

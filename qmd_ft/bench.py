@@ -6,9 +6,9 @@ holds what does not need torch: the plan of a run, the model shapes, the synthet
 drawn like QMD's: prompts of 3-10 query words, completions ~50 tokens for 75% of rows and ~140
 for the rest), what both backends share of the bench model (its configs and word-level tokenizer),
 the run configs of the measured recipes, the arithmetic of the results, and the report. The
-measuring itself is the backend's (`qmd_ft.backends.cuda.bench`, `qmd_ft.backends.mlx.bench`), through the same
-functions `qmd-ft train` and `qmd-ft eval` run; transformers and tokenizers are imported only
-inside the functions that build the bench model (neither needs torch).
+measuring itself is the backend's (`qmd_ft.backends.cuda.bench`, `qmd_ft.backends.mlx.bench`),
+through the same functions `qmd-ft train` and `qmd-ft eval` run; transformers and tokenizers are
+imported only inside the functions that build the bench model (neither needs torch).
 
 Random weights change none of the arithmetic, and they never emit a stop token at Qwen3-1.7B's
 vocabulary, so every GRPO completion runs to `max_completion_length`, as in the anchor.

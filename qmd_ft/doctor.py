@@ -12,6 +12,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -31,11 +32,26 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def install_hint(extra: str) -> str:
+    """How to add an extra to this project's environment (qmd-ft is not installed by name from
+    an index: that name on PyPI is not ours)."""
+    return f"make setup (installs every extra from the lock), or pip install -e '.[{extra}]'"
+
+
 def _package(what: str, dist: str, extra: str) -> Check:
     v = _version(dist)
     if v is None:
-        return Check(what, False, "not installed", f"pip install 'qmd-ft[{extra}]'")
+        return Check(what, False, "not installed", install_hint(extra))
     return Check(what, True, v)
+
+
+def nvidia_gpu() -> str | None:
+    """The NVIDIA driver this machine has, read without torch: None when there is none."""
+    version = Path("/proc/driver/nvidia/version")
+    if version.is_file():
+        first = version.read_text(encoding="utf-8", errors="replace").splitlines()[:1]
+        return first[0].strip() if first else "NVIDIA driver"
+    return "NVIDIA driver (nvidia-smi found)" if shutil.which("nvidia-smi") else None
 
 
 def check_python() -> Check:
@@ -44,25 +60,43 @@ def check_python() -> Check:
 
 
 def check_cuda() -> Check:
+    what = "CUDA (cuda backend)"
     if _version("torch") is None:
-        return Check(
-            "CUDA (cuda backend)", False, "torch not installed", "pip install 'qmd-ft[cuda]'"
-        )
+        return Check(what, False, "torch not installed", install_hint("cuda"))
     torch = importlib.import_module("torch")
-    if not torch.cuda.is_available():
+    if torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        names = ", ".join(torch.cuda.get_device_name(i) for i in range(count))
+        return Check(what, True, f"{count} device(s): {names}")
+    gpu = nvidia_gpu()
+    if gpu and torch.version.cuda is None:
+        # The trap a pip freeze of a CPU machine sets: a GPU box silently trains on its CPU.
         return Check(
-            "CUDA (cuda backend)",
+            what,
             False,
-            f"torch {torch.__version__}: no CUDA device",
-            "train on CPU with --device cpu (tiny models), on HF Jobs with --hf-jobs, or on a GPU",
+            f"torch {torch.__version__} is a CPU-only build, but this machine has an NVIDIA GPU",
+            "reinstall torch's CUDA build: make setup (the lock takes PyPI's CUDA torch on Linux), "
+            "or pip install --force-reinstall 'torch' from PyPI",
         )
-    names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
-    return Check("CUDA (cuda backend)", True, f"{torch.cuda.device_count()} device(s): {names}")
+    if gpu:
+        return Check(
+            what,
+            False,
+            f"torch {torch.__version__} (CUDA {torch.version.cuda}) cannot use the GPU",
+            "the NVIDIA driver is likely older than this CUDA build: update it (nvidia-smi shows "
+            "the CUDA version it supports)",
+        )
+    return Check(
+        what,
+        False,
+        f"torch {torch.__version__}: no CUDA device",
+        "train on CPU with --device cpu (tiny models), on HF Jobs with --hf-jobs, or on a GPU",
+    )
 
 
 def check_mlx() -> Check:
     if _version("mlx") is None:
-        return Check("MLX (mlx backend)", False, "not installed", "pip install 'qmd-ft[mlx]'")
+        return Check("MLX (mlx backend)", False, "not installed", install_hint("mlx"))
     mx = importlib.import_module("mlx.core")
     device = str(mx.default_device())
     apple = platform.system() == "Darwin" and platform.machine() == "arm64"
@@ -80,9 +114,7 @@ def check_llama_cpp() -> Check:
 
 def check_hf_login() -> Check:
     if _version("huggingface_hub") is None:
-        return Check(
-            "HF login", False, "huggingface_hub not installed", "pip install 'qmd-ft[hub]'"
-        )
+        return Check("HF login", False, "huggingface_hub not installed", install_hint("hub"))
     from huggingface_hub import get_token
 
     if get_token():

@@ -122,8 +122,8 @@ def make_config(
 
 def memorized_model(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
     """The tiny model fully fine-tuned to recite EXAMPLES and the think example (cached)."""
-    from qmd_ft.backends.cuda.sft import run_sft
     from qmd_ft.backend import TrainRequest
+    from qmd_ft.backends.cuda.sft import run_sft
 
     root = tmp_path_factory.getbasetemp() / "cuda-memorized"
     out = root / "model"

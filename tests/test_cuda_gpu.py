@@ -22,6 +22,7 @@ import torch
 from cuda_support import EXAMPLES, log_history, make_config, memorized_model, prepared
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
+from qmd_ft.backend import TrainRequest
 from qmd_ft.backends.cuda.fastgen import Sampling, StaticDecoder
 from qmd_ft.backends.cuda.sft import IGNORE_INDEX, build_sft, run_sft
 from qmd_ft.backends.cuda.speed import (
@@ -31,7 +32,6 @@ from qmd_ft.backends.cuda.speed import (
     packed_attention,
     training_state_bytes,
 )
-from qmd_ft.backend import TrainRequest
 from qmd_ft.prompt import render_prompt
 
 pytestmark = pytest.mark.gpu

@@ -15,9 +15,9 @@ pytest.importorskip("trl")
 from cuda_support import log_history, make_config, memorized_model, prepared, write_examples
 from safetensors.torch import load_file
 
+from qmd_ft.backend import TrainRequest
 from qmd_ft.backends.cuda.grpo import COMPLETIONS_FILE, SCORED_TEXT, rubric_reward, run_grpo
 from qmd_ft.backends.cuda.loading import load_tokenizer
-from qmd_ft.backend import TrainRequest
 from qmd_ft.prompt import IM_END, IM_START, render_prompt
 from qmd_ft.reward import score
 

@@ -185,9 +185,9 @@ def test_grpo_starts_from_base_plus_model_adapters(tiny_model_dir: Path, tmp_pat
 def test_sft_trains_on_base_plus_model_adapters(tiny_model_dir: Path, tmp_path: Path) -> None:
     from cuda_support import make_config, prepared
 
+    from qmd_ft.backend import TrainRequest
     from qmd_ft.backends.cuda.loading import load_merged
     from qmd_ft.backends.cuda.sft import build_sft
-    from qmd_ft.backend import TrainRequest
 
     extra = _random_adapter(tiny_model_dir, tmp_path / "extra", 3, ["q_proj", "o_proj"])
     data = prepared(tmp_path)

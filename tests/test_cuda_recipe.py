@@ -18,9 +18,9 @@ pytest.importorskip("trl")
 
 from cuda_support import log_history, make_config, prepared
 
+from qmd_ft.backend import TrainRequest
 from qmd_ft.backends.cuda.sft import run_sft
 from qmd_ft.backends.cuda.speed import SpeedOptions
-from qmd_ft.backend import TrainRequest
 
 RECIPE = {
     "batch_size": 2,

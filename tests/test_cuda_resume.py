@@ -17,8 +17,8 @@ pytest.importorskip("trl")
 from cuda_support import log_history, prepared
 from safetensors.torch import load_file
 
-from qmd_ft.backends.cuda.sft import run_sft
 from qmd_ft.backend import TrainRequest
+from qmd_ft.backends.cuda.sft import run_sft
 from qmd_ft.config import load_config
 
 STEPS = 40

@@ -16,9 +16,9 @@ from cuda_support import LORA, log_history, make_config, prepared, write_example
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from qmd_ft.backend import TrainRequest
 from qmd_ft.backends.cuda.data import read_split
 from qmd_ft.backends.cuda.sft import IGNORE_INDEX, run_sft, tokenize_example, tokenized_dataset
-from qmd_ft.backend import TrainRequest
 from qmd_ft.data.prepare import INFO_FILE, TRAIN_FILE, VAL_FILE
 from qmd_ft.errors import UserError
 from qmd_ft.prompt import IM_END

@@ -21,13 +21,13 @@ import torch
 from cuda_support import EXAMPLES, THINK_QUERY, log_history, make_config, memorized_model, prepared
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
+from qmd_ft.backend import TrainRequest
 from qmd_ft.backends.cuda.fastgen import Sampling, StaticDecoder, select_next
 from qmd_ft.backends.cuda.generate import make_generator
 from qmd_ft.backends.cuda.grpo import COMPLETIONS_FILE, run_grpo
 from qmd_ft.backends.cuda.rollout import FastRollout, GenerationTwin
 from qmd_ft.backends.cuda.sft import build_sft, run_sft, sft_args
 from qmd_ft.backends.cuda.speed import SpeedOptions, check_speed, rows_per_batch, split_step
-from qmd_ft.backend import TrainRequest
 from qmd_ft.config import EvalConfig, TrainingConfig
 from qmd_ft.errors import UserError
 from qmd_ft.prompt import render_prompt

@@ -23,6 +23,7 @@ pytest.importorskip("mlx_lm")
 
 from mlx.utils import tree_flatten  # noqa: E402
 
+from qmd_ft.backend import TrainRequest  # noqa: E402
 from qmd_ft.backends.mlx.generate import Sample  # noqa: E402
 from qmd_ft.backends.mlx.grpo import (  # noqa: E402
     LossSettings,
@@ -37,7 +38,6 @@ from qmd_ft.backends.mlx.grpo_loss import group_advantages, grpo_loss  # noqa: E
 from qmd_ft.backends.mlx.models import add_lora, load_stack, lora_keys  # noqa: E402
 from qmd_ft.backends.mlx.optim import make_optimizer  # noqa: E402
 from qmd_ft.backends.mlx.sft import sft  # noqa: E402
-from qmd_ft.backend import TrainRequest  # noqa: E402
 from qmd_ft.config import GrpoConfig, TrainingConfig, load_config  # noqa: E402
 from qmd_ft.data.prepare import prepare  # noqa: E402
 from qmd_ft.errors import UserError  # noqa: E402

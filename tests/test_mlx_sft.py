@@ -13,11 +13,11 @@ import pytest
 mx = pytest.importorskip("mlx.core")
 pytest.importorskip("mlx_lm")
 
+from qmd_ft.backend import TrainRequest  # noqa: E402
 from qmd_ft.backends.mlx.dataset import pad_batch, read_split, tokenize  # noqa: E402
 from qmd_ft.backends.mlx.models import load_stack  # noqa: E402
 from qmd_ft.backends.mlx.optim import lr_schedule  # noqa: E402
 from qmd_ft.backends.mlx.sft import completion_loss, sft  # noqa: E402
-from qmd_ft.backend import TrainRequest  # noqa: E402
 from qmd_ft.config import TrainingConfig, load_config  # noqa: E402
 from qmd_ft.data.prepare import prepare  # noqa: E402
 from qmd_ft.errors import UserError  # noqa: E402

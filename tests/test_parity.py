@@ -62,6 +62,7 @@ from parity_support import (  # noqa: E402
     trl_grpo_step,
 )
 
+from qmd_ft.backend import TrainRequest  # noqa: E402
 from qmd_ft.backends.cuda import BACKEND as CUDA  # noqa: E402
 from qmd_ft.backends.cuda import generate as cuda_generate  # noqa: E402
 from qmd_ft.backends.cuda.grpo import rubric_reward, run_grpo  # noqa: E402
@@ -80,7 +81,6 @@ from qmd_ft.backends.mlx.dataset import pad_batch, read_split, tokenize  # noqa:
 from qmd_ft.backends.mlx.grpo_loss import LOSS_TYPES  # noqa: E402
 from qmd_ft.backends.mlx.models import add_lora, load_stack, lora_keys  # noqa: E402
 from qmd_ft.backends.mlx.sft import completion_loss  # noqa: E402
-from qmd_ft.backend import TrainRequest  # noqa: E402
 from qmd_ft.config import Config, EvalConfig, GrpoConfig, load_config  # noqa: E402
 from qmd_ft.data.prepare import prepare  # noqa: E402
 from qmd_ft.prompt import (  # noqa: E402

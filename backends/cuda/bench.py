@@ -29,10 +29,10 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from qmd_ft.backend import TrainRequest
 from qmd_ft.backends.cuda.fastgen import Sampling, StaticDecoder
 from qmd_ft.backends.cuda.loading import load_merged, load_tokenizer, resolve_device, use_bf16
 from qmd_ft.backends.cuda.speed import SpeedOptions
-from qmd_ft.backend import TrainRequest
 from qmd_ft.bench import (
     BenchPlan,
     gen_result,

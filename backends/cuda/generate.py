@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from qmd_ft.backend import Generator
 from qmd_ft.backends.cuda.fastgen import Sampling, StaticDecoder
 from qmd_ft.backends.cuda.loading import (
     generation_dtype,
@@ -24,7 +25,6 @@ from qmd_ft.backends.cuda.loading import (
     stop_token_ids,
 )
 from qmd_ft.backends.cuda.speed import eval_generation
-from qmd_ft.backend import Generator
 from qmd_ft.config import EvalConfig
 from qmd_ft.prompt import strip_think
 

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers import TrainerCallback
 
+from qmd_ft import reward as rubric
+from qmd_ft.backend import TrainRequest
 from qmd_ft.backends.cuda.data import data_hash, read_split
 from qmd_ft.backends.cuda.generate import cut_at_stop
 from qmd_ft.backends.cuda.loading import (
@@ -44,8 +46,6 @@ from qmd_ft.backends.cuda.training import (
     last_logged,
     trainer_kwargs,
 )
-from qmd_ft import reward as rubric
-from qmd_ft.backend import TrainRequest
 from qmd_ft.config import Config
 from qmd_ft.data.prepare import TRAIN_FILE
 from qmd_ft.errors import UserError

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from qmd_ft.backend import TrainRequest
 from qmd_ft.backends.cuda.grpo import check_batch, check_prompt_field
 from qmd_ft.backends.cuda.loading import check_model_ref, is_adapter, require_dir, resolve_device
 from qmd_ft.backends.cuda.speed import SpeedOptions, check_speed
 from qmd_ft.backends.cuda.training import checkpoint_to_resume
-from qmd_ft.backend import TrainRequest
 from qmd_ft.errors import UserError
 
 

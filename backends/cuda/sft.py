@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from qmd_ft.backend import TrainRequest
 from qmd_ft.backends.cuda.data import data_hash, read_split
 from qmd_ft.backends.cuda.loading import (
     load_merged,
@@ -40,7 +41,6 @@ from qmd_ft.backends.cuda.training import (
     last_logged,
     trainer_kwargs,
 )
-from qmd_ft.backend import TrainRequest
 from qmd_ft.data.prepare import TRAIN_FILE, VAL_FILE
 
 if TYPE_CHECKING:

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback
 
+from qmd_ft.backend import TrainRequest
 from qmd_ft.backends.cuda.loading import dtype_name, lora_update, use_bf16
 from qmd_ft.backends.precision import KEEP_THRESHOLD
-from qmd_ft.backend import TrainRequest
 from qmd_ft.errors import UserError
 from qmd_ft.manifest import write_manifest
 from qmd_ft.resume import check_resume_steps

@@ -25,6 +25,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
+from qmd_ft.backends.mlx.lora import add_lora
 from qmd_ft.errors import UserError
 
 PEFT_CONFIG = "adapter_config.json"
@@ -140,8 +141,6 @@ def apply_adapter(model: nn.Module, path: Path) -> None:
     so they add nothing.
     """
     from mlx_lm.tuner.utils import load_adapters
-
-    from qmd_ft.backends.mlx.models import add_lora
 
     if not (path / PEFT_WEIGHTS).is_file():
         if (path / MLX_WEIGHTS).is_file():

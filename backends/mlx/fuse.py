@@ -1,4 +1,4 @@
-"""Fuse adapters into the weights and write Hugging Face model directories.
+"""Merged models: base plus fused adapters, written as Hugging Face model directories.
 
 The output is what transformers itself would save: `model.safetensors` (HF tensor names,
 `format: pt`), the source's `config.json`, and its tokenizer, chat template and generation
@@ -14,9 +14,11 @@ from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
-import numpy as np
-from mlx.utils import tree_flatten, tree_unflatten
+from mlx.utils import tree_flatten
 
+# fuse_lora lives in `lora` now; it stays importable from here.
+from qmd_ft.backends.mlx.lora import fuse_lora as fuse_lora
+from qmd_ft.backends.mlx.models import load_stack, weights_dtype
 from qmd_ft.backends.precision import UpdateSize, report, store_dtype
 from qmd_ft.manifest import lineage, write_manifest
 
@@ -31,24 +33,6 @@ TOKENIZER_FILES = (
     "generation_config.json",
 )
 """Files that travel with every artifact, so each one loads with its own tokenizer."""
-
-
-def fuse_lora(model: nn.Module, size: UpdateSize | None = None) -> None:
-    """Replace every LoRA layer by one linear layer holding W + scale * B A.
-
-    With `size`, each layer's update (fused minus original weight) is measured into it.
-    """
-    fused = []
-    for name, module in model.named_modules():
-        if not hasattr(module, "fuse"):
-            continue
-        layer = module.fuse()
-        if size is not None:
-            weight = np.array(module.linear.weight.astype(mx.float32))
-            size.add(weight, np.array(layer.weight.astype(mx.float32)) - weight)
-        fused.append((name, layer))
-    if fused:
-        model.update_modules(tree_unflatten(fused))
 
 
 def copy_tokenizer(src: Path, out: Path) -> None:
@@ -87,8 +71,6 @@ def merge(base: str, adapters: Sequence[str], out: Path) -> Path:
     Stored in the base's dtype when it keeps every adapter's update, else in fp32
     (`qmd_ft.backends.precision`): GRPO's update at QMD's learning rate rounds away in bf16.
     """
-    from qmd_ft.backends.mlx.models import load_stack, weights_dtype
-
     sizes: list[UpdateSize] = []
     model, _, src = load_stack(base, adapters, sizes)
     stored = sizes[0].storage if sizes else weights_dtype(model)

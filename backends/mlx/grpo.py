@@ -44,14 +44,15 @@ import numpy as np
 from mlx.utils import tree_map
 from mlx_lm.tuner.trainer import grad_checkpoint
 
+from qmd_ft.backend import TrainRequest
 from qmd_ft.backends.mlx import checkpoints
 from qmd_ft.backends.mlx.dataset import epoch_order, read_split
 from qmd_ft.backends.mlx.generate import generate_batch, make_sampler, stop_ids
 from qmd_ft.backends.mlx.grpo_loss import group_advantages, grpo_loss
-from qmd_ft.backends.mlx.models import add_lora, load_stack, lora_keys, use_device
+from qmd_ft.backends.mlx.lora import add_lora, lora_keys
+from qmd_ft.backends.mlx.models import load_stack, use_device
 from qmd_ft.backends.mlx.optim import ClippedAdamW, make_optimizer
 from qmd_ft.backends.mlx.results import finish, last_logged, save_trained
-from qmd_ft.backend import TrainRequest
 from qmd_ft.config import Config, GrpoConfig
 from qmd_ft.errors import UserError
 from qmd_ft.resume import check_resume_steps, record_planned_steps

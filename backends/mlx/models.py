@@ -1,9 +1,10 @@
-"""Loading models for the mlx backend: a base checkpoint with stacked adapters, and fresh LoRA.
+"""Loading models for the mlx backend: a base checkpoint with its stacked adapters fused in.
 
 A "stack" is what the config calls `model.base` plus `model.adapters` (and, for GRPO, the SFT
 result): each PEFT adapter is applied and fused into the weights in order, so the next adapter,
 or a fresh LoRA for training, sits on plain linear layers exactly as it did when it was trained.
 A full model directory in the stack (the output of full fine-tuning) replaces what came before.
+Fresh LoRA layers for training come from `qmd_ft.backends.mlx.lora`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
+from mlx.utils import tree_flatten
 
+from qmd_ft.backends.mlx.adapters import apply_adapter
+
+# add_lora and lora_keys live in `lora` now; they stay importable from here.
+from qmd_ft.backends.mlx.lora import add_lora as add_lora
+from qmd_ft.backends.mlx.lora import fuse_lora
+from qmd_ft.backends.mlx.lora import lora_keys as lora_keys
 from qmd_ft.backends.precision import UpdateSize
 from qmd_ft.errors import UserError
 
@@ -65,9 +73,6 @@ def load_stack(
     """
     from mlx_lm.utils import load
 
-    from qmd_ft.backends.mlx.adapters import apply_adapter
-    from qmd_ft.backends.mlx.fuse import fuse_lora
-
     dirs = [model_dir(ref) for ref in [base, *adapters]]
     full_models = [i for i, d in enumerate(dirs) if not is_adapter(d)]
     if not full_models:
@@ -91,45 +96,7 @@ DTYPE_NAMES = {mx.bfloat16: "bfloat16", mx.float16: "float16", mx.float32: "floa
 
 def weights_dtype(model: nn.Module) -> str:
     """The dtype the model's floating-point weights are held in (`bfloat16`, ... )."""
-    from mlx.utils import tree_flatten
-
     for _, value in tree_flatten(model.parameters()):
         if value.dtype in DTYPE_NAMES:
             return DTYPE_NAMES[value.dtype]
     return "float32"
-
-
-def lora_keys(model: nn.Module, target_modules: Sequence[str]) -> list[str]:
-    """Layer-relative paths (`self_attn.q_proj`) of the linear layers PEFT would target.
-
-    PEFT matches a target name against the end of each module's path; mlx-lm wants the paths
-    inside one transformer block, which are the same in every block.
-    """
-    targets = set(target_modules)
-    keys = [
-        name
-        for name, module in model.layers[0].named_modules()
-        if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in targets
-    ]
-    found = {k.rsplit(".", 1)[-1] for k in keys}
-    if missing := sorted(targets - found):
-        raise UserError(f"lora.target_modules: {missing} match no linear layer of the model")
-    return sorted(keys)
-
-
-def add_lora(
-    model: nn.Module, keys: Sequence[str], rank: int, scale: float, dropout: float
-) -> None:
-    """Freeze the model and wrap the `keys` linears of every block in LoRA layers.
-
-    mlx-lm's `scale` multiplies the low-rank product directly: it equals PEFT's
-    `lora_alpha / r`, not alpha itself.
-    """
-    from mlx_lm.tuner.utils import linear_to_lora_layers
-
-    model.freeze()
-    linear_to_lora_layers(
-        model,
-        len(model.layers),
-        {"rank": rank, "scale": scale, "dropout": dropout, "keys": list(keys)},
-    )

@@ -7,10 +7,10 @@ and GRPO's batch arithmetic. They call the very functions the stages use, so the
 
 from __future__ import annotations
 
+from qmd_ft.backend import TrainRequest
 from qmd_ft.backends.mlx.checkpoints import checkpoint_to_resume
 from qmd_ft.backends.mlx.grpo import check_batch
 from qmd_ft.backends.mlx.models import use_device
-from qmd_ft.backend import TrainRequest
 from qmd_ft.model_ref import check_local_dir
 
 

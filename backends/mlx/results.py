@@ -14,11 +14,11 @@ from typing import Any
 
 import mlx.nn as nn
 
+from qmd_ft.backend import TrainRequest
 from qmd_ft.backends.mlx.adapters import peft_config, save_peft
 from qmd_ft.backends.mlx.checkpoints import read_log
 from qmd_ft.backends.mlx.dataset import data_hash
 from qmd_ft.backends.mlx.fuse import copy_tokenizer, save_hf_model
-from qmd_ft.backend import TrainRequest
 from qmd_ft.config import Config
 from qmd_ft.manifest import write_manifest
 

@@ -30,12 +30,13 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx_lm.tuner.callbacks import TrainingCallback
 
+from qmd_ft.backend import TrainRequest
 from qmd_ft.backends.mlx import checkpoints
 from qmd_ft.backends.mlx.dataset import Example, eval_batches, read_split, tokenize, train_batches
-from qmd_ft.backends.mlx.models import add_lora, load_stack, lora_keys, use_device
+from qmd_ft.backends.mlx.lora import add_lora, lora_keys
+from qmd_ft.backends.mlx.models import load_stack, use_device
 from qmd_ft.backends.mlx.optim import make_optimizer
 from qmd_ft.backends.mlx.results import finish, last_logged, save_trained
-from qmd_ft.backend import TrainRequest
 from qmd_ft.config import Config
 from qmd_ft.errors import UserError
 from qmd_ft.resume import check_resume_steps, record_planned_steps

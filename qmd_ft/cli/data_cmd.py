@@ -26,6 +26,7 @@ from qmd_ft.data.generate import (
     make_client,
 )
 from qmd_ft.data.import_hf import columns, import_rows, load_rows, resolve_mapping, row_locator
+from qmd_ft.data.migrate import migrate_only
 from qmd_ft.data.prepare import DataErrors, prepare
 from qmd_ft.data.reader import DEFAULT_GLOB, resolve_paths
 from qmd_ft.data.stats import compute_stats
@@ -162,6 +163,32 @@ def variants_cmd(
     records = [v.to_record() for r in result.rows for v in only_variants(r.example, wanted)]
     _write_jsonl(out, records)
     console.print(f"{len(records)} variant(s) from {len(result.rows)} example(s) → {out}")
+
+
+@app.command("migrate-only")
+def migrate_only_cmd(
+    paths: Annotated[list[str], typer.Argument(help="Files in QMD's `x only: lex` spelling.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output JSONL (a new file).")],
+) -> None:
+    """Rewrite `query only: lex` rows (QMD's handcrafted file) to `query /only:lex`.
+
+    Rubric v1 only reads ` /only:`; other rows are copied as they are. Nothing is written when
+    a row is still invalid after the rewrite, and never over an input.
+
+    Example: qmd-ft data migrate-only qmd_expansion_handcrafted_only.jsonl -o data/qmd_only.jsonl
+    """
+    files = resolve_paths(paths)
+    _refuse_input_as_output(out, files)
+    check_output_file(out)
+    result = migrate_only(files)
+    if result.problems:
+        for p in result.problems:
+            plain(str(p))
+        raise UserError(f"{len(result.problems)} invalid line(s) after migrating; nothing written")
+    _write_jsonl(out, [e.to_record() for e in result.examples])
+    console.print(
+        f"{result.rewritten} of {len(result.examples)} row(s) rewritten to /only: form → {out}"
+    )
 
 
 def _refuse_input_as_output(out: Path, inputs: list[Path]) -> None:

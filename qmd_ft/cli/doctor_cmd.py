@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from qmd_ft.cli.common import console, print_json
@@ -25,5 +26,7 @@ def doctor(json_: Annotated[bool, typer.Option("--json")] = False) -> None:
     for col in ("", "what", "status", "fix"):
         table.add_column(col, overflow="fold")
     for c in checks:
-        table.add_row("[green]✓[/green]" if c.ok else "[red]✗[/red]", c.what, c.detail, c.fix)
+        # Details and fixes are plain text: escaped, so rich keeps `.[cuda]` instead of eating it.
+        mark = "[green]✓[/green]" if c.ok else "[red]✗[/red]"
+        table.add_row(mark, escape(c.what), escape(c.detail), escape(c.fix))
     console.print(table)

@@ -20,7 +20,7 @@ from qmd_ft.data.reader import Problem, Row
 from qmd_ft.data.validate import read_all
 from qmd_ft.errors import UserError
 from qmd_ft.queries import read_queries
-from qmd_ft.reward import parse_only_mode
+from qmd_ft.rubric import parse_only_mode
 
 TRAIN_FILE = "train.jsonl"
 VAL_FILE = "val.jsonl"

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import glob
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from qmd_ft.data.schema import Example, SchemaError, parse_record
 from qmd_ft.errors import UserError
@@ -95,10 +96,13 @@ def _decode(raw: bytes, path: str, n: int) -> tuple[str | None, list[Problem]]:
         return None, problems
 
 
-def read_examples(path: Path) -> Iterator[Row | Problem]:
+def read_examples(
+    path: Path, rewrite: Callable[[Any], Any] | None = None
+) -> Iterator[Row | Problem]:
     """Yield a Row per valid line and a Problem per finding, in file order.
 
     Blank lines are skipped (they carry nothing); CRLF endings are reported once per file.
+    `rewrite` sees each decoded JSON value before the schema does (migrations use it).
     """
     name = str(path)
     crlf_reported = False
@@ -119,7 +123,7 @@ def read_examples(path: Path) -> Iterator[Row | Problem]:
                 continue
             try:
                 obj = json.loads(text)
-                row = Row(name, n, parse_record(obj))
+                row = Row(name, n, parse_record(rewrite(obj) if rewrite else obj))
             except json.JSONDecodeError as e:
                 yield Problem(name, n, f"invalid JSON: {e.msg} (column {e.colno})")
             except SchemaError as e:

@@ -12,9 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from qmd_ft.prompt import OUTPUT_ORDER, format_output
-from qmd_ft.reward import parse_only_mode
+from qmd_ft.rubric import parse_only_mode
 
 LINE_TYPES = OUTPUT_ORDER
+SLASHLESS_ONLY = re.compile(r"(?<=\S)\s+only:\s*(lex|vec|hyde)\s*$", re.IGNORECASE)
+"""QMD's `qmd_expansion_handcrafted_only.jsonl` spelling, `query only: lex`: rubric v1 reads no
+only-mode there (it needs ` /only:`), so such a row is an ordinary query missing its lines."""
+
 ONLY_TYPO = re.compile(r"\s/only:\S*\s*$", re.IGNORECASE)
 """A query ending in `/only:` plus something other than lex/vec/hyde (checked after the real
 only-mode parse failed): the rubric would score it as an ordinary query, silently."""
@@ -139,6 +143,21 @@ def parse_record(obj: Any) -> Example:
         raise SchemaError(f"query ends in {typo.group().strip()!r}: /only: takes lex, vec or hyde")
     else:
         missing = [k for k in ("lex", "vec") if k not in kinds]
+        if missing and (slashless := slashless_only(example.query)):
+            base, kind = slashless
+            raise SchemaError(
+                f"query ends in 'only: {kind}' without the slash, which rubric v1 scores as an "
+                f"ordinary query; it most likely means '{base} /only:{kind}' "
+                "(rewrite the file with: qmd-ft data migrate-only FILE -o NEW_FILE)"
+            )
         if missing:
             raise SchemaError("no " + " and no ".join(f"{k}: line" for k in missing))
     return example
+
+
+def slashless_only(query: str) -> tuple[str, str] | None:
+    """`("ssh keys", "lex")` for `ssh keys only: lex`; None for any other query."""
+    m = SLASHLESS_ONLY.search(query)
+    if m is None:
+        return None
+    return query[: m.start()].strip(), m.group(1).lower()
