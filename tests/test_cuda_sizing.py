@@ -112,3 +112,22 @@ def test_eval_generates_in_the_dtype_the_weights_are_stored_in(
     # An fp32 release (merged so GRPO's update survives) and adapters merged on load stay fp32.
     assert loading.generation_dtype(str(tiny_model_dir), [], "cuda") == torch.float32
     assert loading.generation_dtype(str(bf16_dir), ["adapter"], "cuda") == torch.float32
+
+
+def test_a_budget_below_one_example_is_refused_before_the_model_loads(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cuda_support import make_config, prepared
+
+    from qmd_ft.backend import TrainRequest
+    from qmd_ft.backends.cuda import sft
+
+    def never(*_: object, **__: object) -> None:
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(sft, "load_merged", never)
+    data = prepared(tmp_path)
+    cfg = make_config(tiny_model_dir, tmp_path / "o", data)
+    req = TrainRequest(cfg, data, tmp_path / "o", device="cpu")
+    with pytest.raises(UserError, match="tokens_per_batch 10: holds no example"):
+        sft.build_sft(req, SpeedOptions(tokens_per_batch=10))

@@ -169,11 +169,16 @@ def build_sft(
     # weights and lets bf16 autocast do the compute, since bf16 weights lose small updates.
     bf16_base = cfg.lora is not None and use_bf16(device)
     dtype = torch.bfloat16 if bf16_base else torch.float32
-    # `model.adapters` are stacked on the base first (merged), as the mlx backend does.
     speed, attn = packed_attention(speed, device)
+    # A token budget that cannot keep the recipe's step is refused before the model loads;
+    # `auto` can only be sized once the model is on the GPU.
+    sized_later = speed.tokens_per_batch == "auto"
+    args = None if sized_later else sft_args(req, device, speed, bool(val_rows), lengths)
+    # `model.adapters` are stacked on the base first (merged), as the mlx backend does.
     model = load_merged(cfg.model.base, cfg.model.adapters, dtype, attn)
-    speed = resolve_auto_tokens(speed, model, cfg, device)
-    args = sft_args(req, device, speed, bool(val_rows), lengths)
+    if args is None:
+        speed = resolve_auto_tokens(speed, model, cfg, device)
+        args = sft_args(req, device, speed, bool(val_rows), lengths)
     trainer = SFTTrainer(
         model=model,
         args=args,
