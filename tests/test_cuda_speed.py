@@ -27,7 +27,7 @@ from qmd_ft.backends.cuda.generate import make_generator
 from qmd_ft.backends.cuda.grpo import COMPLETIONS_FILE, run_grpo
 from qmd_ft.backends.cuda.rollout import FastRollout, GenerationTwin
 from qmd_ft.backends.cuda.sft import build_sft, run_sft, sft_args
-from qmd_ft.backends.cuda.speed import SpeedOptions, check_speed, rows_per_batch
+from qmd_ft.backends.cuda.speed import SpeedOptions, check_speed, rows_per_batch, split_step
 from qmd_ft.config import EvalConfig, TrainingConfig
 from qmd_ft.errors import UserError
 from qmd_ft.prompt import render_prompt
@@ -96,26 +96,38 @@ def test_padding_free_sft_trains_and_evaluates_like_the_plain_path(
     assert fast_eval == pytest.approx(plain_eval, rel=1e-3)
 
 
-def test_token_budget_sizes_micro_batches(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_token_budget_sets_micro_batch_and_accumulation_together(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
     assert rows_per_batch(1000, [90, 110, 100]) == 10
     assert rows_per_batch(10, [500]) == 1
+    # The recipe's 16 examples per step (4 x 4): the largest micro-batch dividing 16 that fits.
+    assert split_step(100_000, [100], 16) == (16, 1)
+    assert split_step(1000, [100], 16) == (8, 2)
+    assert split_step(350, [100], 16) == (2, 8)
+    assert split_step(100, [100], 12) == (1, 12)
+    with pytest.raises(UserError, match="tokens_per_batch 50: holds no example"):
+        split_step(50, [100], 16)
+
     data = prepared(tmp_path)
-    cfg = make_config(tiny_model_dir, tmp_path / "o", data)
+    training = {"batch_size": 4, "gradient_accumulation_steps": 4}
+    cfg = make_config(tiny_model_dir, tmp_path / "o", data, training=training)
     req = TrainRequest(cfg, data, tmp_path / "o", device="cpu")
     lengths = [100] * 8
     plain = sft_args(req, "cpu", SpeedOptions(), False, lengths)
-    assert plain.per_device_train_batch_size == cfg.training.batch_size and not plain.padding_free
-    assert plain.max_length == cfg.training.max_length
+    assert (plain.per_device_train_batch_size, plain.gradient_accumulation_steps) == (4, 4)
+    assert plain.max_length == cfg.training.max_length and not plain.padding_free
     packed = sft_args(
         req, "cpu", SpeedOptions(padding_free=True, tokens_per_batch=800), False, lengths
     )
-    assert packed.per_device_train_batch_size == 8 and packed.padding_free
-    assert packed.max_length is None  # rows are cut while tokenizing instead
-    grouped = sft_args(req, "cpu", SpeedOptions(tokens_per_batch=800), False, lengths)
-    assert grouped.train_sampling_strategy == "group_by_length"
-    # `auto` sizes to GPU memory; a CPU keeps training.batch_size.
-    auto = sft_args(req, "cpu", SpeedOptions(tokens_per_batch="auto"), False, lengths)
-    assert auto.per_device_train_batch_size == cfg.training.batch_size
+    assert (packed.per_device_train_batch_size, packed.gradient_accumulation_steps) == (8, 2)
+    assert packed.padding_free and packed.max_length is None  # rows are cut while tokenizing
+    big = sft_args(req, "cpu", SpeedOptions(tokens_per_batch=10**6), False, lengths)
+    assert (big.per_device_train_batch_size, big.gradient_accumulation_steps) == (16, 1)
+    assert big.train_sampling_strategy != "group_by_length"  # it would regroup the steps
+    # `auto` sizes to GPU memory once the model is placed; a CPU keeps the recipe's batches.
+    auto = build_sft(req, SpeedOptions(tokens_per_batch="auto")).trainer.args
+    assert (auto.per_device_train_batch_size, auto.gradient_accumulation_steps) == (4, 4)
 
 
 def test_speed_switches_come_from_the_config_and_are_checked() -> None:

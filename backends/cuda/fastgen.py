@@ -17,9 +17,10 @@ the step too; its random stream differs from HF's.
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -31,6 +32,9 @@ CHECK_EVERY = 8
 
 CACHE_BUCKET = 64
 """Cache lengths are rounded up to this, so prompts of nearby lengths reuse one compiled step."""
+
+COMPILE_OPTIONS: dict[str, Any] = {"mode": "reduce-overhead", "fullgraph": False, "dynamic": False}
+"""`torch.compile` options of the decode step: CUDA graphs, one static shape per step."""
 
 
 @dataclass(frozen=True)
@@ -92,20 +96,36 @@ def cut_after_stop(ids: Sequence[int], stops: set[int]) -> list[int]:
     return out
 
 
+def own_code(fn: Callable[..., Any], tag: str) -> Callable[..., Any]:
+    """`fn` with a code object of its own, so torch.compile keeps a separate cache for it.
+
+    Dynamo stores compiled graphs, and counts recompiles against `recompile_limit` (8), per
+    code object. Every decode step is the same source function, so without this every
+    decoder in a process (eval's, then GRPO's, each with several batch shapes and samplings)
+    would recompile one shared entry until the limit, after which torch silently runs the
+    step eagerly: no error, just slow generation. One code object per (decoder, sampling,
+    shape) compiles exactly once and never recompiles.
+    """
+    code = fn.__code__.replace(co_name=f"{fn.__name__}_{tag}")
+    return types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__, fn.__closure__)
+
+
 class StaticDecoder:
-    """Generates with one model; keeps its caches and compiled step between calls.
+    """Generates with one model; keeps its caches and compiled steps between calls.
 
     A cache is allocated per (batch, length bucket) and reset in place between calls, so a
     compiled step sees the same tensors each time and its CUDA graph is replayed, not rebuilt.
-    The model's weights may change between calls (GRPO's policy) as long as they are updated in
-    place, which keeps the graph's pointers valid.
+    Each (sampling, batch, length) gets its own compiled step (`own_code`), so no shape or
+    other decoder in the process can push a step past torch's recompile limit. The model's
+    weights may change between calls (GRPO's policy) as long as they are updated in place,
+    which keeps the graph's pointers valid.
     """
 
     def __init__(self, model: PreTrainedModel, *, compile: bool = False):
         self.model = model
         self.compile = compile
         self._caches: dict[tuple[int, int], object] = {}
-        self._steps: dict[Sampling, Callable[..., torch.Tensor]] = {}
+        self._steps: dict[tuple[Sampling, int, int], Callable[..., torch.Tensor]] = {}
 
     def _cache(self, batch: int, length: int) -> object:
         """The static cache for this shape, emptied for a new batch of prompts."""
@@ -120,9 +140,10 @@ class StaticDecoder:
             cache.reset()
         return cache
 
-    def _step(self, sampling: Sampling) -> Callable[..., torch.Tensor]:
+    def _step(self, sampling: Sampling, batch: int, length: int) -> Callable[..., torch.Tensor]:
         """One decode step (forward of one token per row, then the choice of the next)."""
-        step = self._steps.get(sampling)
+        key = (sampling, batch, length)
+        step = self._steps.get(key)
         if step is not None:
             return step
         model = self.model
@@ -140,8 +161,9 @@ class StaticDecoder:
             return select_next(logits.float(), sampling)
 
         if self.compile:
-            decode = torch.compile(decode, mode="reduce-overhead", fullgraph=False, dynamic=False)
-        self._steps[sampling] = decode
+            tag = f"{id(self):x}_{len(self._steps)}_b{batch}_l{length}"
+            decode = torch.compile(own_code(decode, tag), **COMPILE_OPTIONS)
+        self._steps[key] = decode
         return decode
 
     @torch.inference_mode()
@@ -183,7 +205,7 @@ class StaticDecoder:
         out = torch.full((batch, max_new_tokens), pad_id, dtype=torch.long, device=device)
         out[:, 0] = select_next(logits.float(), sampling)
         finished = torch.isin(out[:, 0], stops)
-        step = self._step(sampling)
+        step = self._step(sampling, batch, length)
         made = 1
         while made < max_new_tokens:
             if made % CHECK_EVERY == 0 and bool(finished.all()):

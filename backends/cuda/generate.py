@@ -18,11 +18,11 @@ import torch
 from qmd_ft.backend import Generator
 from qmd_ft.backends.cuda.fastgen import Sampling, StaticDecoder
 from qmd_ft.backends.cuda.loading import (
+    generation_dtype,
     load_merged,
     load_tokenizer,
     resolve_device,
     stop_token_ids,
-    use_bf16,
 )
 from qmd_ft.backends.cuda.speed import eval_generation
 from qmd_ft.config import EvalConfig
@@ -62,8 +62,7 @@ def make_generator(
 
     dev = resolve_device(device)
     tokenizer = load_tokenizer(model, padding_side="left")
-    dtype = torch.bfloat16 if use_bf16(dev) else torch.float32
-    lm = load_merged(model, adapters, dtype).to(dev).eval()
+    lm = load_merged(model, adapters, generation_dtype(model, adapters, dev)).to(dev).eval()
     stops = stop_token_ids(tokenizer, lm)
     sample = gen.temperature > 0
     fast_cfg, compile_cfg = eval_generation(gen)

@@ -6,11 +6,13 @@ CPU-only machine stops a run before any data is tokenized or any step is taken.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
+from qmd_ft.backends.precision import UpdateSize
 from qmd_ft.config import LoraConfig
 from qmd_ft.errors import UserError
 from qmd_ft.model_ref import is_local_ref
@@ -24,21 +26,44 @@ ADAPTER_CONFIG = "adapter_config.json"
 
 
 def resolve_device(device: str | None) -> str:
-    """`cpu` or `cuda`; None picks cuda when a CUDA device is visible, else cpu."""
+    """`cpu` or `cuda`; None picks cuda when a CUDA device is visible, else cpu.
+
+    On cuda the process's own GPU is made current first (`LOCAL_RANK` under `--gpus N`), before
+    anything touches CUDA: otherwise the first call that does (a bf16 check, a memory query)
+    would open a context on GPU 0 in every process, costing GPU 0 memory N times over.
+    """
     if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device not in ("cpu", "cuda"):
         raise UserError(f"--device {device}: choose cpu or cuda")
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError(
             f"--device cuda: no CUDA device visible (torch {torch.__version__}); use --device cpu"
         )
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     return device
 
 
 def use_bf16(device: str) -> bool:
     """bf16 compute on GPUs that support it; CPUs (tests, laptops) stay in fp32 for exactness."""
     return device == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def generation_dtype(ref: str | Path, adapters: list[str], device: str) -> torch.dtype:
+    """The dtype eval generates in: the weights as stored, so what a merge kept is evaluated.
+
+    CPUs stay in fp32. On a GPU a bf16 checkpoint runs in bf16, while an fp32 one (a release
+    merged in fp32 because bf16 would round GRPO's update away, see `merge`) runs in fp32, and
+    so does a base with adapters merged on load: rounding it to bf16 would erase the same
+    update the gate is asked to judge.
+    """
+    if not use_bf16(device) or adapters:
+        return torch.float32
+    from transformers import AutoConfig
+
+    stored = AutoConfig.from_pretrained(check_model_ref(ref)).dtype
+    return torch.float32 if stored == torch.float32 else torch.bfloat16
 
 
 def is_adapter(path: str | Path) -> bool:
@@ -101,15 +126,49 @@ def load_model(
         raise UserError(f"cannot load model {ref}: {_first_line(e)}") from e
 
 
-def merge_adapters(model: PreTrainedModel, adapters: list[str]) -> PreTrainedModel:
-    """Fold each PEFT adapter into the weights in order (SFT, then GRPO on top of it)."""
+def dtype_name(dtype: torch.dtype | None) -> str:
+    """`bfloat16`, `float16`, `float32` (None, as configs without a dtype say: float32)."""
+    return str(dtype or torch.float32).removeprefix("torch.")
+
+
+def lora_update(model: torch.nn.Module, name: str, storage: str) -> UpdateSize:
+    """The size of the active LoRA adapters of a PEFT `model` over its base weights."""
+    from peft.tuners.lora import LoraLayer
+
+    size = UpdateSize(name, storage)
+    with torch.no_grad():
+        for module in model.modules():
+            if not isinstance(module, LoraLayer):
+                continue
+            weight = module.get_base_layer().weight.float().cpu().numpy()
+            for adapter in module.active_adapters:
+                if adapter in module.lora_A:
+                    delta = module.get_delta_weight(adapter).float().cpu().numpy()
+                    size.add(weight, delta)
+    return size
+
+
+def merge_adapters(
+    model: PreTrainedModel,
+    adapters: list[str],
+    sizes: list[UpdateSize] | None = None,
+    stored: str = "float32",
+) -> PreTrainedModel:
+    """Fold each PEFT adapter into the weights in order (SFT, then GRPO on top of it).
+
+    With a `sizes` list, each adapter's update is measured against the weights it lands on,
+    in steps of the `stored` dtype (`precision.lora_update`), and appended to it.
+    """
     from peft import PeftModel
 
     for adapter in adapters:
         require_dir(adapter, "adapter", "check the path")
         if not is_adapter(adapter):
             raise UserError(f"adapter {adapter}: no {ADAPTER_CONFIG} (is it a full model dir?)")
-        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+        peft_model = PeftModel.from_pretrained(model, adapter)
+        if sizes is not None:
+            sizes.append(lora_update(peft_model, str(adapter), stored))
+        model = peft_model.merge_and_unload()
     return model
 
 

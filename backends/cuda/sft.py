@@ -10,7 +10,7 @@ does not truncate) train on the same tokens; the speed switches are `qmd_ft.back
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,10 +27,11 @@ from qmd_ft.backends.cuda.loading import (
 )
 from qmd_ft.backends.cuda.speed import (
     SpeedOptions,
-    attn_implementation,
     auto_tokens_per_batch,
     check_speed,
-    rows_per_batch,
+    packed_attention,
+    placed_free_bytes,
+    split_step,
 )
 from qmd_ft.backends.cuda.training import (
     announce_start,
@@ -44,8 +45,10 @@ from qmd_ft.data.prepare import TRAIN_FILE, VAL_FILE
 
 if TYPE_CHECKING:
     from datasets import Dataset
-    from transformers import PreTrainedTokenizerBase, TrainerCallback
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
     from trl import SFTConfig, SFTTrainer
+
+    from qmd_ft.config import Config
 
 IGNORE_INDEX = -100
 """Label of tokens that do not count towards the loss (PyTorch's cross-entropy default)."""
@@ -99,24 +102,20 @@ def sft_args(
 
     Padding-free batches carry no pad tokens, so TRL's length cap (which it cannot enforce on
     them) is replaced by the truncation done while tokenizing. A token budget per micro-batch
-    replaces `training.batch_size`; without padding-free, length grouping keeps those larger
-    padded batches nearly free of padding.
+    sets `batch_size` and `gradient_accumulation_steps` together (`speed.split_step`): the
+    optimizer steps, their examples and their order stay the recipe's. Length grouping is not
+    used: it would regroup the examples of different steps.
     """
     from trl import SFTConfig
 
     kwargs = trainer_kwargs(req, device, evaluate=evaluate)
     cfg = req.config
-    tokens = speed.tokens_per_batch
-    if tokens == "auto":
-        from transformers import AutoConfig
-
-        model_config = AutoConfig.from_pretrained(cfg.model.base)
-        tokens = auto_tokens_per_batch(model_config, device, cfg.training.max_length)
-    if tokens is not None:
-        rows = rows_per_batch(tokens, lengths)
-        kwargs["per_device_train_batch_size"] = kwargs["per_device_eval_batch_size"] = rows
-        if not speed.padding_free:
-            kwargs["train_sampling_strategy"] = "group_by_length"
+    tokens = speed.tokens_per_batch  # `auto` is resolved by build_sft once the model is placed
+    if isinstance(tokens, int):
+        t = cfg.training
+        micro, accum = split_step(tokens, lengths, t.batch_size * t.gradient_accumulation_steps)
+        kwargs["per_device_train_batch_size"] = kwargs["per_device_eval_batch_size"] = micro
+        kwargs["gradient_accumulation_steps"] = accum
     return SFTConfig(
         **kwargs,
         max_length=None if speed.padding_free else cfg.training.max_length,
@@ -124,6 +123,23 @@ def sft_args(
         use_liger_kernel=speed.use_liger_kernel,
         torch_compile=speed.torch_compile,
     )
+
+
+def resolve_auto_tokens(
+    speed: SpeedOptions, model: PreTrainedModel, cfg: Config, device: str
+) -> SpeedOptions:
+    """`speed` with `tokens_per_batch: auto` made a number (or None on a CPU).
+
+    Sized after the model is on this process's GPU, from what is then free, less gradients
+    and optimizer states (`speed.auto_tokens_per_batch`); a CPU keeps `training.batch_size`.
+    """
+    if speed.tokens_per_batch != "auto":
+        return speed
+    tokens = None
+    if device == "cuda":
+        tokens = auto_tokens_per_batch(model, cfg.lora, placed_free_bytes(model))
+        print(f"tokens_per_batch auto: {tokens} tokens per micro-batch on this GPU")
+    return replace(speed, tokens_per_batch=tokens)
 
 
 def build_sft(
@@ -149,14 +165,20 @@ def build_sft(
     max_length = cfg.training.max_length
     train = tokenized_dataset(tokenizer, train_rows, max_length)
     lengths = [len(ids) for ids in train["input_ids"]]
-    args = sft_args(req, device, speed, bool(val_rows), lengths)
     # LoRA keeps the frozen base in bf16 (half the memory); full fine-tuning keeps fp32 master
     # weights and lets bf16 autocast do the compute, since bf16 weights lose small updates.
     bf16_base = cfg.lora is not None and use_bf16(device)
     dtype = torch.bfloat16 if bf16_base else torch.float32
+    speed, attn = packed_attention(speed, device)
+    # A token budget that cannot keep the recipe's step is refused before the model loads;
+    # `auto` can only be sized once the model is on the GPU.
+    sized_later = speed.tokens_per_batch == "auto"
+    args = None if sized_later else sft_args(req, device, speed, bool(val_rows), lengths)
     # `model.adapters` are stacked on the base first (merged), as the mlx backend does.
-    attn = attn_implementation(speed, device)
     model = load_merged(cfg.model.base, cfg.model.adapters, dtype, attn)
+    if args is None:
+        speed = resolve_auto_tokens(speed, model, cfg, device)
+        args = sft_args(req, device, speed, bool(val_rows), lengths)
     trainer = SFTTrainer(
         model=model,
         args=args,

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 from transformers import TrainerCallback
 
 from qmd_ft.backend import TrainRequest
-from qmd_ft.backends.cuda.loading import use_bf16
+from qmd_ft.backends.cuda.loading import dtype_name, lora_update, use_bf16
+from qmd_ft.backends.precision import KEEP_THRESHOLD
 from qmd_ft.errors import UserError
 from qmd_ft.manifest import write_manifest
 from qmd_ft.resume import check_resume_steps, latest_checkpoint
@@ -141,6 +142,30 @@ def with_final_loss(trainer: Trainer, metrics: dict[str, Any]) -> dict[str, Any]
     return {**metrics, **dict.fromkeys(missing, final)}
 
 
+def update_size(trainer: Trainer, req: TrainRequest) -> dict[str, float] | None:
+    """A LoRA run's update against the base checkpoint's dtype, logged and summarized.
+
+    Says when storing the merged model in the base's dtype would round the update away (GRPO
+    at a small learning rate), which `qmd-ft merge` answers by storing fp32; None for full
+    fine-tuning, whose weights are saved as trained.
+    """
+    from peft import PeftModel
+    from transformers import AutoConfig
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if not isinstance(model, PeftModel) or not trainer.is_world_process_zero():
+        return None
+    stored = dtype_name(AutoConfig.from_pretrained(req.config.model.base).dtype)
+    size = lora_update(model, str(req.output_dir), stored)
+    print(size.line())
+    if size.kept(stored) < KEEP_THRESHOLD:
+        print(
+            f"warning: storing this update in {stored} would keep {size.kept(stored):.0%} of "
+            "it; qmd-ft merge stores such merges in float32"
+        )
+    return size.summary()
+
+
 def finish(
     trainer: Trainer,
     tokenizer: PreTrainedTokenizerBase,
@@ -158,6 +183,9 @@ def finish(
     """
     out = req.output_dir
     metrics = with_final_loss(trainer, metrics)
+    update = update_size(trainer, req)
+    if update is not None:
+        metrics = {**metrics, "update": update}
     trainer.save_model(str(out))
     trainer.save_state()
     if trainer.is_world_process_zero():

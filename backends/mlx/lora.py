@@ -7,11 +7,17 @@ stack) and `fuse` (writing merged models) build on these three operations, never
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
+import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 from mlx.utils import tree_unflatten
 
 from qmd_ft.errors import UserError
+
+if TYPE_CHECKING:
+    from qmd_ft.backends.precision import UpdateSize
 
 
 def lora_keys(model: nn.Module, target_modules: Sequence[str]) -> list[str]:
@@ -50,8 +56,20 @@ def add_lora(
     )
 
 
-def fuse_lora(model: nn.Module) -> None:
-    """Replace every LoRA layer by one linear layer holding W + scale * B A."""
-    fused = [(name, m.fuse()) for name, m in model.named_modules() if hasattr(m, "fuse")]
+def fuse_lora(model: nn.Module, size: UpdateSize | None = None) -> None:
+    """Replace every LoRA layer by one linear layer holding W + scale * B A.
+
+    With `size`, each layer's update (fused minus original weight, in fp32) is measured into
+    it (`qmd_ft.backends.precision`), which is how a merge decides the dtype to store.
+    """
+    fused = []
+    for name, module in model.named_modules():
+        if not hasattr(module, "fuse"):
+            continue
+        layer = module.fuse()
+        if size is not None:
+            weight = np.array(module.linear.weight.astype(mx.float32))
+            size.add(weight, np.array(layer.weight.astype(mx.float32)) - weight)
+        fused.append((name, layer))
     if fused:
         model.update_modules(tree_unflatten(fused))

@@ -15,6 +15,7 @@ from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
+from mlx.utils import tree_flatten
 
 from qmd_ft.backends.mlx.adapters import apply_adapter
 
@@ -22,6 +23,7 @@ from qmd_ft.backends.mlx.adapters import apply_adapter
 from qmd_ft.backends.mlx.lora import add_lora as add_lora
 from qmd_ft.backends.mlx.lora import fuse_lora
 from qmd_ft.backends.mlx.lora import lora_keys as lora_keys
+from qmd_ft.backends.precision import UpdateSize
 from qmd_ft.errors import UserError
 
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.jinja", "tokenizer.model"]
@@ -59,11 +61,15 @@ def is_adapter(path: Path) -> bool:
     return (path / "adapter_config.json").is_file()
 
 
-def load_stack(base: str, adapters: Sequence[str] = ()) -> tuple[nn.Module, Any, Path]:
+def load_stack(
+    base: str, adapters: Sequence[str] = (), sizes: list[UpdateSize] | None = None
+) -> tuple[nn.Module, Any, Path]:
     """Load `base`, then apply and fuse each adapter in order.
 
     Returns the model (plain linear layers, no LoRA left), mlx-lm's tokenizer wrapper, and the
-    directory whose config and tokenizer files describe the result.
+    directory whose config and tokenizer files describe the result. With a `sizes` list (the
+    merge), the weights are widened to fp32 first, so the fused sum is not rounded to the
+    base's dtype, and each adapter's update is measured against that dtype and appended.
     """
     from mlx_lm.utils import load
 
@@ -73,7 +79,24 @@ def load_stack(base: str, adapters: Sequence[str] = ()) -> tuple[nn.Module, Any,
         raise UserError(f"{base}: is an adapter, not a model; give the base model first")
     start = full_models[-1]
     model, tokenizer = load(str(dirs[start]))
+    stored = weights_dtype(model)
+    if sizes is not None:
+        model.set_dtype(mx.float32)
     for adapter in dirs[start + 1 :]:
         apply_adapter(model, adapter)
-        fuse_lora(model)
+        size = UpdateSize(str(adapter), stored) if sizes is not None else None
+        fuse_lora(model, size)
+        if size is not None and sizes is not None:
+            sizes.append(size)
     return model, tokenizer, dirs[start]
+
+
+DTYPE_NAMES = {mx.bfloat16: "bfloat16", mx.float16: "float16", mx.float32: "float32"}
+
+
+def weights_dtype(model: nn.Module) -> str:
+    """The dtype the model's floating-point weights are held in (`bfloat16`, ... )."""
+    for _, value in tree_flatten(model.parameters()):
+        if value.dtype in DTYPE_NAMES:
+            return DTYPE_NAMES[value.dtype]
+    return "float32"
