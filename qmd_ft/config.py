@@ -199,7 +199,10 @@ class TrainingConfig(Section):
     # Speed switches (cuda backend; mlx ignores them). Off by default: the plain recipe.
     padding_free: bool = Field(default=False, description="One row per batch, no pad tokens.")
     tokens_per_batch: int | Literal["auto"] | None = Field(
-        default=None, description="Size micro-batches by tokens ('auto': half free GPU memory)."
+        default=None,
+        description="Size micro-batches by tokens; micro-batch x accumulation stays "
+        "batch_size x gradient_accumulation_steps ('auto': the GPU memory left after the model, "
+        "its gradients and optimizer states are placed).",
     )
     use_liger_kernel: bool = False
     torch_compile: bool = False
