@@ -98,7 +98,7 @@ def eval_(
             flavor=flavor,
             timeout=timeout,
             namespace=namespace,
-            extras=("gguf", "cuda") if gguf else ("cuda",),
+            extras=("gguf-runtime", "cuda") if gguf else ("cuda",),  # llama.cpp for .gguf
             required=[*local, queries or cfg.eval.queries],
         )
         return

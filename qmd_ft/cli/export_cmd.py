@@ -53,7 +53,7 @@ def export_gguf(
 
     Example: qmd-ft export gguf --model outputs/merged --quant f16,q4_k_m
     """
-    from qmd_ft.gguf import parse_types
+    from qmd_ft.gguf import K_QUANT_TYPES, parse_types
 
     types = parse_types(quant)
     if not model.is_dir():
@@ -67,7 +67,11 @@ def export_gguf(
             flavor=flavor,
             timeout=timeout,
             namespace=namespace,
-            extras=("gguf", "cuda"),
+            # The job compiles llama.cpp only when K-quants or verification need it.
+            extras=(
+                "gguf-runtime" if not no_verify or set(types) & set(K_QUANT_TYPES) else "gguf",
+                "cuda",
+            ),
             required=[model],
         )
         return
