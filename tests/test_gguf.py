@@ -541,3 +541,16 @@ def test_without_runtime_gguf_eval_says_how_to_add_it(written: BuildResult, tmp_
     queries.write_text("# Technical\nrust error handling\n")
     with pytest.raises(UserError, match="gguf-runtime"):
         run_eval(str(_path(written, "q8_0")), [], queries, EvalConfig(max_new_tokens=4))
+
+
+@pytest.mark.usefixtures("no_runtime")
+def test_without_runtime_a_pipeline_with_k_quants_stops_before_training(tmp_path: Path) -> None:
+    from qmd_ft.pipeline import build_pipeline
+
+    overrides = [f"pipeline.out={tmp_path / 'run'}", f"publish.registry={tmp_path / 'reg'}"]
+    pipe = build_pipeline(ROOT / "configs/pipeline.yaml", overrides, "cuda")
+    assert "q4_k_m" in pipe.cfg.export.quants
+    ran: list[str] = []
+    with pytest.raises(UserError, match=r"^quantizing to q4_k_m, q5_k_m needs llama-cpp-python"):
+        pipe.run(pipe.cfg.pipeline.stages, lambda result: ran.append(result.name))
+    assert ran == [] and not (tmp_path / "run").exists()

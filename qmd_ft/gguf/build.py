@@ -22,7 +22,7 @@ from qmd_ft.gguf import K_QUANT_TYPES, WRITTEN_TYPES, file_name
 from qmd_ft.gguf.export import SourceTensor, export_gguf, index_safetensors, read_config
 from qmd_ft.gguf.modelfile import pick_file, write_modelfile
 from qmd_ft.gguf.quantize import quantize
-from qmd_ft.gguf.runtime import require_llama_cpp
+from qmd_ft.gguf.runtime import require_runtime_for
 from qmd_ft.gguf.verify import (
     MEANINGFUL_PERCENT,
     RTOL,
@@ -35,9 +35,6 @@ from qmd_ft.gguf.verify import (
 )
 from qmd_ft.manifest import file_sha256, write_manifest
 from qmd_ft.progress import ProgressFn
-
-NO_VERIFY = "skip verification: --no-verify (export.verify: false in a config)"
-"""The way around verification when its runtime is missing."""
 
 EventFn = ProgressFn
 """Progress events (qmd_ft.progress): writing reports bytes; the other steps report (0, 1) when
@@ -112,18 +109,15 @@ def build(
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     event = on_event or (lambda what, done, total: None)
     read_config(model_dir)
-    quants = [t for t in types if t in K_QUANT_TYPES]
-    # Fail before minutes of writing, not after.
-    if quants:
-        require_llama_cpp(f"quantizing to {', '.join(quants)}")
+    require_runtime_for(types, verify)  # fail before minutes of writing, not after
     if verify:
-        require_llama_cpp("verifying GGUF files", NO_VERIFY)
         require_reference()
     sources = index_safetensors(model_dir)
     name = model_dir.resolve().name
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {t: out_dir / file_name(name, t) for t in types}
 
+    quants = [t for t in types if t in K_QUANT_TYPES]
     base = lossless_type(sources)
     base_path = paths.get(base) or out_dir / f".{file_name(name, base)}.for-quantizing"
     writes = [t for t in types if t in WRITTEN_TYPES]

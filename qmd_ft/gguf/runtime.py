@@ -23,13 +23,14 @@ from __future__ import annotations
 import ctypes
 import importlib
 import importlib.util
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from qmd_ft.errors import UserError
+from qmd_ft.gguf import K_QUANT_TYPES
 from qmd_ft.prompt import ENDOFTEXT, IM_END
 
 if TYPE_CHECKING:
@@ -43,6 +44,9 @@ INSTALL_HINT = (
     f"~10 min): uv pip install -e '.[{RUNTIME_EXTRA}]' or pip install -e '.[{RUNTIME_EXTRA}]'"
 )
 """How to add the runtime, said wherever it is missing."""
+
+NO_VERIFY = "skip verification: --no-verify (export.verify: false in a config)"
+"""The way around verification when its runtime is missing."""
 
 
 def runtime_available() -> bool:
@@ -60,6 +64,16 @@ def require_llama_cpp(what: str, otherwise: str = "") -> ModuleType:
     if not runtime_available():
         raise UserError(missing_runtime(what, otherwise))
     return importlib.import_module("llama_cpp")
+
+
+def require_runtime_for(types: Sequence[str], verify: bool) -> None:
+    """Raise the one-line UserError when K-quants among `types`, or verifying, need the runtime
+    and it is missing: called before anything long (writing files, a pipeline's training)."""
+    quants = [t for t in types if t in K_QUANT_TYPES]
+    if quants:
+        require_llama_cpp(f"quantizing to {', '.join(quants)}")
+    if verify:
+        require_llama_cpp("verifying GGUF files", NO_VERIFY)
 
 
 _lines: list[str] = []
