@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 
-.PHONY: setup demo test lint lock
+.PHONY: setup demo test lint lock gguf-runtime
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; v = sys.version_info; sys.exit(0 if v >= (3, 11) else f"error: qmd-ft needs Python 3.11 or newer; $(PYTHON) is {v.major}.{v.minor} (run: make PYTHON=python3.12 ...)")'
@@ -26,11 +26,18 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
+# Optional: llama.cpp for GGUF verification, K-quants and gguf eval. llama-cpp-python has no
+# wheel on PyPI, so this compiles llama.cpp (~10 min, needs a C++ compiler); on x86-64 Linux
+# without AMX, which crashed a native build on Q8_0 tensors (qmd_ft.gguf.runtime.SAFE_CMAKE_ARGS).
+gguf-runtime: setup
+	CMAKE_ARGS="$${CMAKE_ARGS:-$$($(PY) -c 'import platform; from qmd_ft.gguf.runtime import SAFE_CMAKE_ARGS as a; print(a if platform.machine() == "x86_64" else "")')}" \
+	  $(UV) pip install --python $(PY) -e '.[gguf-runtime]'
+
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 # Re-pin after changing dependencies in pyproject.toml: one universal, hashed lock for the
 # platforms in [tool.uv] environments, with no index URL in it.
 lock: setup
-	$(UV) pip compile pyproject.toml --all-extras --universal --generate-hashes \
+	$(UV) pip compile pyproject.toml --extra all --universal --generate-hashes \
 	  --python-version 3.11 -o requirements.lock

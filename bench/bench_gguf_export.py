@@ -246,7 +246,7 @@ def compare(ours: Path, theirs: Path) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, help="Where input and outputs go (default: temp)")
-    parser.add_argument("--type", default="f16", choices=["f32", "f16", "bf16"])
+    parser.add_argument("--type", default="f16", choices=["f32", "f16", "bf16", "q8_0"])
     parser.add_argument("--sdist", type=Path, help="llama-cpp-python sdist already downloaded")
     parser.add_argument("--no-reference", action="store_true", help="Skip llama.cpp's script")
     parser.add_argument("--keep", action="store_true", help="Keep --work (default: remove)")

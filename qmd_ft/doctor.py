@@ -107,8 +107,10 @@ def check_mlx() -> Check:
 def check_llama_cpp() -> Check:
     v = _version("llama_cpp_python") or _version("llama-cpp-python")
     if v is None:
-        fix = "pip install 'qmd-ft[gguf]' (builds llama.cpp, ~7 min on 2 cores)"
-        return Check("llama.cpp (GGUF)", False, "llama-cpp-python not installed", fix)
+        # Optional: export (f16, q8_0) works without it; the extra compiles llama.cpp.
+        detail = "llama-cpp-python not installed: no GGUF verification, K-quants or gguf eval"
+        fix = "make gguf-runtime, or pip install -e '.[gguf-runtime]' (compiles llama.cpp, ~10 min)"
+        return Check("llama.cpp (GGUF)", False, detail, fix)
     return Check("llama.cpp (GGUF)", True, f"llama-cpp-python {v}")
 
 

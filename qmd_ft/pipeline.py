@@ -497,6 +497,10 @@ class Pipeline:
 
     def run(self, stages: list[str], on_stage: Callable[[StageResult], None]) -> None:
         """Run the named stages in order; each result goes to `on_stage` as it finishes."""
+        if "gguf" in stages:  # a missing llama.cpp runtime is said before hours of training
+            from qmd_ft.gguf.runtime import require_runtime_for
+
+            require_runtime_for(self.cfg.export.quants, self.cfg.export.verify)
         self.load_state()
         for name in stages:
             start = time.perf_counter()

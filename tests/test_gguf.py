@@ -1,6 +1,11 @@
 """GGUF export, quantization, verification, Modelfile and the gguf eval backend (tiny model, CPU).
 
-One export of every type is built per module and shared; logits are compared with transformers
+Two exports are built per module and shared: the types the pure-Python writer makes (f32, f16,
+bf16, q8_0), unverified, which every machine can run; and every type, verified, which needs
+llama-cpp-python (the optional `gguf-runtime` extra): tests that need it skip, saying how to add
+it, and the tests at the end check the one-line refusals where it is missing.
+
+Logits are compared with transformers
 in float32 with llama.cpp's KV cache in f32 too, so the numbers measure the file's precision.
 Bounds (max |logit difference| on the tiny model, measured): f32 < 1e-5 (measured ~6e-7),
 f16 < 5e-3 (measured ~7e-4), bf16 < 3e-2 (measured ~6e-3). Each bound sits below the next
@@ -22,7 +27,6 @@ from typing import Any
 import pytest
 
 pytest.importorskip("gguf")
-pytest.importorskip("llama_cpp")
 pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
 
@@ -32,12 +36,13 @@ import numpy as np  # noqa: E402
 from qmd_ft.backends.gguf import BACKEND  # noqa: E402
 from qmd_ft.config import EvalConfig  # noqa: E402
 from qmd_ft.errors import UserError  # noqa: E402
-from qmd_ft.gguf import ALL_TYPES, parse_types  # noqa: E402
+from qmd_ft.gguf import ALL_TYPES, WRITTEN_TYPES, parse_types  # noqa: E402
 from qmd_ft.gguf import build as build_mod  # noqa: E402
 from qmd_ft.gguf import export as export_mod  # noqa: E402
+from qmd_ft.gguf import quantize as quantize_mod  # noqa: E402
 from qmd_ft.gguf.build import BuildResult, build  # noqa: E402
 from qmd_ft.gguf.modelfile import template  # noqa: E402
-from qmd_ft.gguf.runtime import load  # noqa: E402
+from qmd_ft.gguf.runtime import load, missing_runtime, runtime_available  # noqa: E402
 from qmd_ft.gguf.verify import Reference, reference  # noqa: E402
 from qmd_ft.manifest import file_sha256  # noqa: E402
 from qmd_ft.prompt import ENDOFTEXT, IM_END, IM_START, THINK_OPEN, render_prompt  # noqa: E402
@@ -46,16 +51,35 @@ from qmd_ft.reward import score  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 LOGIT_BOUND = {"f32": 1e-5, "f16": 5e-3, "bf16": 3e-2}
 
+NO_RUNTIME = missing_runtime("this test")
+needs_runtime = pytest.mark.skipif(not runtime_available(), reason=NO_RUNTIME)
+
+
+@pytest.fixture(scope="module")
+def written(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
+    """The types the pure-Python writer makes, unverified: what works without llama.cpp."""
+    return build(
+        tiny_model_dir, tmp_path_factory.mktemp("gguf-written"), list(WRITTEN_TYPES), False
+    )
+
 
 @pytest.fixture(scope="module")
 def exported(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
     """Every GGUF type of the tiny model, verified (the `export gguf` code path)."""
+    if not runtime_available():
+        pytest.skip(NO_RUNTIME)
     return build(tiny_model_dir, tmp_path_factory.mktemp("gguf"), list(ALL_TYPES))
 
 
 @pytest.fixture(scope="module")
 def ref(tiny_model_dir: Path) -> Reference:
     return reference(tiny_model_dir)
+
+
+@pytest.fixture
+def no_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
+    """llama-cpp-python made unimportable, as on a default install."""
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)
 
 
 def _path(result: BuildResult, kind: str) -> Path:
@@ -94,10 +118,10 @@ def test_export_writes_every_type_verified_with_manifest(exported: BuildResult) 
     assert names == {f.path.name for f in exported.files} | {"Modelfile", "manifest.json"}
 
 
-def test_metadata_matches_config_and_tokenizer(exported: BuildResult, tiny_model_dir: Path) -> None:
+def test_metadata_matches_config_and_tokenizer(written: BuildResult, tiny_model_dir: Path) -> None:
     config = json.loads((tiny_model_dir / "config.json").read_text())
     tok_config = json.loads((tiny_model_dir / "tokenizer_config.json").read_text())
-    reader = gguf.GGUFReader(_path(exported, "f16"))
+    reader = gguf.GGUFReader(_path(written, "f16"))
     expected = {
         "general.architecture": "qwen3",
         "general.file_type": int(gguf.LlamaFileType.MOSTLY_F16),
@@ -133,14 +157,36 @@ def test_metadata_matches_config_and_tokenizer(exported: BuildResult, tiny_model
     assert names["blk.0.attn_q_norm.weight"] == "F32" and names["blk.0.attn_q.weight"] == "F16"
 
 
+@needs_runtime
 def test_no_verify_writes_unverified_entries(tiny_model_dir: Path, tmp_path: Path) -> None:
-    result = build(tiny_model_dir, tmp_path, ["q8_0"], verify=False)
+    result = build(tiny_model_dir, tmp_path, ["q4_k_m"], verify=False)
     assert [f.status for f in result.files] == ["not verified"]
     manifest = json.loads(result.manifest.read_text())
     assert manifest["files"][0]["verified"] is None and manifest["verification"] is None
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["Modelfile", "manifest.json", result.files[0].path.name]
     )  # the f32 file quantized from is removed
+
+
+def test_q8_0_is_written_in_blocks_of_the_source(
+    written: BuildResult, tiny_model_dir: Path
+) -> None:
+    """Every matrix is Q8_0 (norms stay f32) and dequantizes to the source weights within half a
+    quantization step of its block (plus the rounding of the block's f16 scale, times 127); the
+    file says it is MOSTLY_Q8_0."""
+    from safetensors.numpy import load_file
+
+    reader = gguf.GGUFReader(_path(written, "q8_0"))
+    assert _field(reader, "general.file_type") == int(gguf.LlamaFileType.MOSTLY_Q8_0)
+    types = {t.name: t.tensor_type.name for t in reader.tensors}
+    assert set(types.values()) == {"Q8_0", "F32"} and types["blk.0.attn_norm.weight"] == "F32"
+    source = load_file(tiny_model_dir / "model.safetensors")["model.layers.0.mlp.up_proj.weight"]
+    tensor = next(t for t in reader.tensors if t.name == "blk.0.ffn_up.weight")
+    values = gguf.quants.dequantize(np.asarray(tensor.data), gguf.GGMLQuantizationType.Q8_0)
+    blocks = source.astype(np.float32).reshape(-1, 32)
+    step = np.abs(blocks).max(axis=1, keepdims=True) / 127
+    error = np.abs(values.reshape(-1, 32) - blocks)
+    assert (error <= step * (0.5 + 127 * 2**-11)).all() and error.max() > 0
 
 
 def test_padded_vocab_gets_unused_tokens(tiny_model_dir: Path) -> None:
@@ -188,6 +234,7 @@ def test_quantized_files_load_and_generate(
     assert f.verification.metrics["completion"]
 
 
+@needs_runtime
 def test_k_quants_on_256_wide_rows(tmp_path: Path, repo_root: Path) -> None:
     """With Qwen3-like row sizes (multiples of 256) the real K-quant mixes are written."""
     from qmd_ft.tiny_model import build_tiny_model
@@ -207,6 +254,7 @@ def test_k_quants_on_256_wide_rows(tmp_path: Path, repo_root: Path) -> None:
     assert q5["Q5_K"] > 0 and q5["Q6_K"] > 0 and "Q5_1" not in q5
 
 
+@needs_runtime
 def test_verification_failure_marks_file_exits_1_keeps_files(
     tiny_model_dir: Path,
     ref: Reference,
@@ -235,10 +283,10 @@ def test_verification_failure_marks_file_exits_1_keeps_files(
     assert f"FROM ./{f16}" in (out / "Modelfile").read_text()  # not the failed file
 
 
-def test_modelfile_matches_prompt_format(exported: BuildResult) -> None:
-    text = exported.modelfile.read_text()
+def test_modelfile_matches_prompt_format(written: BuildResult) -> None:
+    text = written.modelfile.read_text()
     lines = text.splitlines()
-    assert f"FROM ./{_path(exported, 'q4_k_m').name}" in lines
+    assert f"FROM ./{_path(written, 'q8_0').name}" in lines
     assert 'PARAMETER stop "<|im_end|>"' in lines and 'PARAMETER stop "<|endoftext|>"' in lines
     assert "PARAMETER temperature 0" in lines
     assert f'TEMPLATE """{template()}"""' in text
@@ -282,13 +330,20 @@ def test_corrupt_and_truncated_gguf_reported_in_one_line(
     assert r.returncode == 0, r.stderr
 
 
+@pytest.mark.parametrize("kind", ["f16", "q8_0"])
 def test_chunked_streaming_writes_identical_bytes(
-    tiny_model_dir: Path, exported: BuildResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_model_dir: Path,
+    written: BuildResult,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
 ) -> None:
-    """Tensors far larger than a chunk (the real model's) go through the same code path."""
-    monkeypatch.setattr(export_mod, "CHUNK_BYTES", 4096 + 2)
-    small = export_mod.export_gguf(tiny_model_dir, tmp_path / "small-chunks.gguf", "f16")
-    assert file_sha256(small) == file_sha256(_path(exported, "f16"))
+    """Tensors far larger than a chunk (the real model's) go through the same code path; an odd
+    chunk size still cuts Q8_0 input at whole blocks (its budget, 4100 bytes, is 32 blocks of 32
+    float32 and one float more)."""
+    monkeypatch.setattr(export_mod, "CHUNK_BYTES", 8 * 4100 + 2)
+    small = export_mod.export_gguf(tiny_model_dir, tmp_path / "small-chunks.gguf", kind)
+    assert file_sha256(small) == file_sha256(_path(written, kind))
 
 
 def test_bf16_source_exports_like_llama_cpp(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -360,7 +415,7 @@ def test_eval_picks_gguf_backend_for_gguf_files(exported: BuildResult, tmp_path:
     assert results["provenance"]["backend"] == "gguf"
 
 
-def test_gguf_backend_refuses_training_and_adapters(exported: BuildResult) -> None:
+def test_gguf_backend_refuses_training_and_adapters(written: BuildResult) -> None:
     for call in (
         lambda: BACKEND.sft(None),  # type: ignore[arg-type]
         lambda: BACKEND.grpo(None),  # type: ignore[arg-type]
@@ -369,7 +424,7 @@ def test_gguf_backend_refuses_training_and_adapters(exported: BuildResult) -> No
         with pytest.raises(UserError, match="inference"):
             call()
     with pytest.raises(UserError, match="adapters"):
-        BACKEND.generator(str(_path(exported, "q8_0")), ["outputs/sft"], EvalConfig())
+        BACKEND.generator(str(_path(written, "q8_0")), ["outputs/sft"], EvalConfig())
     with pytest.raises(UserError, match=r"needs a \.gguf file"):
         BACKEND.generator("outputs/merged", [], EvalConfig())
 
@@ -407,3 +462,95 @@ def test_gguf_eval_text_keeps_leaked_special_tokens_and_stops_like_the_others(
     assert score("auth", text).rating == "Failed"  # chat template leakage
     [cut] = BACKEND.generator(path, [], EvalConfig(max_new_tokens=3))([render_prompt("auth")])
     assert cut == llm.detokenize(script[:3], special=True).decode().strip()
+
+
+@needs_runtime
+def test_q8_0_is_byte_identical_to_llama_cpp_quantizer(
+    written: BuildResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pure-Python Q8_0 holds exactly the tensors llama.cpp's own quantizer makes from the
+    lossless file (same types, same bytes), so dropping the quantizer for Q8_0 changed nothing."""
+    monkeypatch.setitem(quantize_mod.FTYPES, "q8_0", "LLAMA_FTYPE_MOSTLY_Q8_0")
+    theirs = quantize_mod.quantize(_path(written, "f32"), tmp_path / "llama-q8_0.gguf", "q8_0")
+    ours = {t.name: t for t in gguf.GGUFReader(_path(written, "q8_0")).tensors}
+    for tensor in gguf.GGUFReader(theirs).tensors:
+        mine = ours.pop(tensor.name)
+        assert mine.tensor_type == tensor.tensor_type, tensor.name
+        assert bytes(mine.data.tobytes()) == bytes(tensor.data.tobytes()), tensor.name
+    assert not ours
+
+
+def _cli_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
+) -> str:
+    """The CLI's stderr for `args`, which must exit 1 with one line and no traceback."""
+    from qmd_ft.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["qmd-ft", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+INSTALL = "uv pip install -e '.[gguf-runtime]' or pip install -e '.[gguf-runtime]'"
+
+
+@pytest.mark.usefixtures("no_runtime")
+def test_without_runtime_export_writes_q8_0_and_refuses_the_rest_before_writing(
+    tiny_model_dir: Path,
+    written: BuildResult,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """f16 and q8_0 unverified need nothing compiled; K-quants and verification stop at once,
+    saying in one line what needs llama-cpp-python and how to add it."""
+    result = build(tiny_model_dir, tmp_path / "ok", ["f16", "q8_0"], verify=False)
+    assert [f.status for f in result.files] == ["not verified"] * 2
+    assert [f.sha256 for f in result.files] == [
+        f.sha256 for f in written.files if f.gguf_type in ("f16", "q8_0")
+    ]
+    with pytest.raises(UserError, match=r"^quantizing to q4_k_m needs llama-cpp-python"):
+        build(tiny_model_dir, tmp_path / "k", ["f16", "q4_k_m"], verify=False)
+    with pytest.raises(UserError, match=r"^verifying GGUF files needs .*; or skip verification"):
+        build(tiny_model_dir, tmp_path / "v", ["f16"])
+    assert not (tmp_path / "k").exists() and not (tmp_path / "v").exists()
+
+    model, out = str(tiny_model_dir), str(tmp_path / "cli")
+    err = _cli_error(monkeypatch, capsys, "export", "gguf", "--model", model, "--out", out)
+    assert err.startswith("error: quantizing to q4_k_m, q5_k_m needs llama-cpp-python")
+    assert err.endswith(INSTALL)
+    assert not list((tmp_path / "cli").glob("*.gguf*"))
+    err = _cli_error(monkeypatch, capsys, "export", "verify", str(_path(written, "f16")))
+    assert err == f"error: {missing_runtime('verifying GGUF files')}"
+
+
+@pytest.mark.usefixtures("no_runtime")
+def test_without_runtime_gguf_eval_says_how_to_add_it(written: BuildResult, tmp_path: Path) -> None:
+    from qmd_ft.backend import get_backend
+    from qmd_ft.evaluation import run_eval
+
+    ok, why = BACKEND.available()
+    assert not ok and why == missing_runtime("the gguf eval backend") and why.endswith(INSTALL)
+    with pytest.raises(UserError, match=r"^backend 'gguf' is not usable here: the gguf eval"):
+        get_backend("gguf")
+    queries = tmp_path / "queries.txt"
+    queries.write_text("# Technical\nrust error handling\n")
+    with pytest.raises(UserError, match="gguf-runtime"):
+        run_eval(str(_path(written, "q8_0")), [], queries, EvalConfig(max_new_tokens=4))
+
+
+@pytest.mark.usefixtures("no_runtime")
+def test_without_runtime_a_pipeline_with_k_quants_stops_before_training(tmp_path: Path) -> None:
+    from qmd_ft.pipeline import build_pipeline
+
+    overrides = [f"pipeline.out={tmp_path / 'run'}", f"publish.registry={tmp_path / 'reg'}"]
+    pipe = build_pipeline(ROOT / "configs/pipeline.yaml", overrides, "cuda")
+    assert "q4_k_m" in pipe.cfg.export.quants
+    ran: list[str] = []
+    with pytest.raises(UserError, match=r"^quantizing to q4_k_m, q5_k_m needs llama-cpp-python"):
+        pipe.run(pipe.cfg.pipeline.stages, lambda result: ran.append(result.name))
+    assert ran == [] and not (tmp_path / "run").exists()

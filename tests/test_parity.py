@@ -644,8 +644,11 @@ def test_reward_is_the_same_whichever_backend_generated_the_text(generations, hf
 def gguf_files(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The fine-tuned model exported to f32 and f16 GGUF files."""
     pytest.importorskip("gguf")
-    pytest.importorskip("llama_cpp")
     from qmd_ft.gguf.export import export_gguf
+    from qmd_ft.gguf.runtime import missing_runtime, runtime_available
+
+    if not runtime_available():
+        pytest.skip(missing_runtime("stage 7 (GGUF)"))
 
     out = tmp_path_factory.mktemp("parity-gguf")
     return {

@@ -52,7 +52,7 @@ def test_lock_matches_pyproject(tmp_path: Path) -> None:
     """`make lock` would write the same pins: pyproject changed means the lock must too."""
     out = tmp_path / "requirements.lock"
     shutil.copy(LOCK, out)  # uv keeps the pins of an existing output file where they still fit
-    cmd = [UV, "pip", "compile", "pyproject.toml", "--all-extras", "--universal"]
+    cmd = [UV, "pip", "compile", "pyproject.toml", "--extra", "all", "--universal"]
     cmd += ["--generate-hashes", "--python-version", "3.11", "-q", "-o", str(out)]
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True)
     assert _pins(out.read_text(encoding="utf-8")) == _pins(LOCK.read_text(encoding="utf-8"))

@@ -1,5 +1,8 @@
 """Eval-only backend: generate with a GGUF file through llama-cpp-python, as QMD does.
 
+llama-cpp-python is optional (the `gguf-runtime` extra: it compiles llama.cpp); without it the
+backend reports itself unavailable with the one line saying how to add it.
+
 `qmd-ft eval --backend gguf --model outputs/gguf/merged-Q4_K_M.gguf` scores the very file QMD
 will load, quantization included, so the release gate can compare a quantized file with the
 model it came from. Training and merging need gradients and safetensors weights, so `sft`,
@@ -15,13 +18,13 @@ with special tokens kept (llama-cpp-python's `create_completion` would drop a le
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
 from qmd_ft.backend import Generator, TrainRequest
 from qmd_ft.config import EvalConfig
 from qmd_ft.errors import UserError
+from qmd_ft.gguf.runtime import missing_runtime, runtime_available
 from qmd_ft.prompt import strip_think
 
 PROMPT_BUDGET = 512
@@ -49,8 +52,8 @@ class GgufBackend:
 
     def available(self) -> tuple[bool, str]:
         """Whether llama-cpp-python is installed (checked without loading its library)."""
-        if importlib.util.find_spec("llama_cpp") is None:
-            return False, "llama-cpp-python is not installed: pip install 'qmd-ft[gguf]'"
+        if not runtime_available():
+            return False, missing_runtime("the gguf eval backend")
         return True, ""
 
     def sft(self, req: TrainRequest) -> Path:

@@ -22,6 +22,7 @@ from qmd_ft.evaluation import (
     write_results,
 )
 from qmd_ft.gate import Verdict, shown
+from qmd_ft.gguf.runtime import RUNTIME_REQUIREMENTS
 from qmd_ft.outputs import check_output_file
 from qmd_ft.progress import counter
 from qmd_ft.queries import read_queries
@@ -108,12 +109,14 @@ def eval_(
         from qmd_ft.cli.jobs_cmd import submit_cli_job
 
         local = [p for p in (model, *(adapter or [])) if Path(p).exists()]
+        gguf = backend == "gguf" or model.endswith(".gguf") or serving
         submit_cli_job(
             sys.argv[1:],
             config,
             flavor=flavor,
             timeout=timeout,
             namespace=namespace,
+            extras=RUNTIME_REQUIREMENTS if gguf else (),  # llama.cpp for .gguf
             required=[*local, queries or cfg.eval.queries],
         )
         return

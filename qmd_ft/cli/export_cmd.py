@@ -1,7 +1,8 @@
 """`qmd-ft export gguf` and `qmd-ft export verify`: GGUF files for llama.cpp, Ollama and QMD.
 
 The heavy work lives in `qmd_ft.gguf`, imported only when a command runs, so `qmd-ft --help`
-stays fast and works without numpy, gguf or llama-cpp-python installed.
+stays fast and works without numpy, gguf or llama-cpp-python installed. llama-cpp-python (the
+optional `gguf-runtime` extra) is needed only for K-quants and verification.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from qmd_ft.cli.common import console
 from qmd_ft.cli.progress import progress_bars
 from qmd_ft.config import ExportConfig
 from qmd_ft.errors import UserError
+from qmd_ft.gguf.runtime import RUNTIME_REQUIREMENTS, require_llama_cpp
 from qmd_ft.outputs import check_output_dir
 
 if TYPE_CHECKING:
@@ -46,11 +48,12 @@ def export_gguf(
     """Write GGUF files (and quantize them) from an HF-format model directory.
 
     Each file is then loaded with llama-cpp-python and checked against transformers; a failed
-    check keeps the files, marks them failed in manifest.json and exits 1.
+    check keeps the files, marks them failed in manifest.json and exits 1. K-quants and
+    verification need the gguf-runtime extra; f32, f16, bf16 and q8_0 with --no-verify do not.
 
     Example: qmd-ft export gguf --model outputs/merged --quant f16,q4_k_m
     """
-    from qmd_ft.gguf import parse_types
+    from qmd_ft.gguf import K_QUANT_TYPES, parse_types
 
     types = parse_types(quant)
     if not model.is_dir():
@@ -64,6 +67,8 @@ def export_gguf(
             flavor=flavor,
             timeout=timeout,
             namespace=namespace,
+            # The job compiles llama.cpp only when K-quants or verification need it.
+            extras=RUNTIME_REQUIREMENTS if not no_verify or set(types) & set(K_QUANT_TYPES) else (),
             required=[model],
         )
         return
@@ -105,6 +110,7 @@ def export_verify(
     Example: qmd-ft export verify outputs/gguf/merged-Q4_K_M.gguf --model outputs/merged
     """
     _, verify_mod = _gguf_modules()
+    require_llama_cpp("verifying GGUF files")  # before minutes of transformers reference
     ref = verify_mod.reference(model) if model is not None else None
     results = [verify_mod.verify_file(path, None, ref) for path in files]
     table = Table()
@@ -125,9 +131,7 @@ def _gguf_modules() -> tuple[ModuleType, ModuleType]:
     try:
         from qmd_ft.gguf import build, verify
     except ImportError as e:
-        raise UserError(
-            f"GGUF export needs numpy, gguf and llama-cpp-python ({e}): pip install 'qmd-ft[gguf]'"
-        ) from e
+        raise UserError(f"GGUF export needs numpy and gguf ({e}): pip install -e '.[gguf]'") from e
     return build, verify
 
 

@@ -46,6 +46,7 @@ def submit_cli_job(
     namespace: str | None = None,
     required: Sequence[str | Path] = (),
     resume: str | None = None,
+    extras: Sequence[str] = (),
 ) -> JobInfo:
     """What `--hf-jobs` does on train/eval/export: submit (see `submit_job`), then tell the user.
 
@@ -60,7 +61,7 @@ def submit_cli_job(
         raise UserError(f"{SYNC_ENV}={os.environ.get(SYNC_ENV)!r}: expected seconds, e.g. 300")
     sub = submit_job(
         argv, config_path, flavor=flavor, timeout=timeout, namespace=namespace,
-        required=required, resume=resume, sync_seconds=sync,
+        required=required, resume=resume, sync_seconds=sync, extras=extras,
     )  # fmt: skip
     job = sub.job
     if "--json" in sub.command:

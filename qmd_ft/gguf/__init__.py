@@ -2,13 +2,14 @@
 
 QMD runs the model through llama.cpp, so a release is a set of GGUF files. QMD's original
 recipe cloned and built llama.cpp at run time to use its converter; this package does the same
-job in pure Python with the `gguf` package (writer, tensor-name map, vocabulary) and
-llama-cpp-python's bound `llama_model_quantize`, so no checkout or compiler is needed.
+job in pure Python with the `gguf` package (writer, tensor-name map, vocabulary, Q8_0), so no
+checkout is needed. The K-quants and verification need llama.cpp itself, through
+llama-cpp-python: an optional extra (`gguf-runtime`, see `runtime`), because it compiles.
 
 Modules, in the order `qmd-ft export gguf` uses them:
 
-- `export`: HF-format Qwen3 directory to one f32/f16/bf16 GGUF, streaming the weights.
-- `quantize`: Q8_0, Q4_K_M, Q5_K_M from that file through llama.cpp's own quantizer.
+- `export`: HF-format Qwen3 directory to one f32/f16/bf16/q8_0 GGUF, streaming the weights.
+- `quantize`: Q4_K_M, Q5_K_M from the lossless file through llama.cpp's own quantizer.
 - `verify`: load each file, check metadata, compare greedy output and logits to transformers.
 - `modelfile`: the Ollama Modelfile beside the files.
 - `build`: all of the above for one model, plus the manifest with sizes and hashes.
@@ -22,12 +23,15 @@ from __future__ import annotations
 from qmd_ft.errors import UserError
 
 FULL_TYPES = ("f32", "f16", "bf16")
-"""Types written directly from the safetensors weights (no quantizer involved)."""
+"""Full-precision types: verified by logit parity with transformers."""
 
-QUANT_TYPES = ("q8_0", "q4_k_m", "q5_k_m")
-"""Types made by llama.cpp's quantizer from a full-precision GGUF."""
+WRITTEN_TYPES = (*FULL_TYPES, "q8_0")
+"""Types written directly from the safetensors weights by the pure-Python exporter."""
 
-ALL_TYPES = FULL_TYPES + QUANT_TYPES
+K_QUANT_TYPES = ("q4_k_m", "q5_k_m")
+"""Types made by llama.cpp's quantizer from a lossless GGUF (needs the `gguf-runtime` extra)."""
+
+ALL_TYPES = WRITTEN_TYPES + K_QUANT_TYPES
 DEFAULT_TYPES = ("f16", "q8_0", "q4_k_m", "q5_k_m")
 
 

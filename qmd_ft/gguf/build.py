@@ -1,9 +1,12 @@
 """`qmd-ft export gguf` as one function: export, quantize, verify, Modelfile, manifest.
 
-Full-precision files are written from the safetensors weights; quantized ones are made by
+Full-precision and Q8_0 files are written from the safetensors weights; K-quants are made by
 llama.cpp from the lossless GGUF of the source's precision (bf16 for Qwen3's bf16 weights, f32
 for a float32 model), so no quantized file inherits an extra rounding step. When that lossless
 file was not asked for, it is written as a temporary file and removed after quantizing.
+
+K-quants and verification need llama-cpp-python (the optional `gguf-runtime` extra): without
+it, asking for either stops before anything is written, with the one line saying how to add it.
 
 A verification failure removes nothing: the manifest marks the file failed and the caller
 exits non-zero, so the files can still be inspected.
@@ -15,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qmd_ft.gguf import FULL_TYPES, QUANT_TYPES, file_name
+from qmd_ft.gguf import K_QUANT_TYPES, WRITTEN_TYPES, file_name
 from qmd_ft.gguf.export import SourceTensor, export_gguf, index_safetensors, read_config
 from qmd_ft.gguf.modelfile import pick_file, write_modelfile
 from qmd_ft.gguf.quantize import quantize
+from qmd_ft.gguf.runtime import require_runtime_for
 from qmd_ft.gguf.verify import (
     MEANINGFUL_PERCENT,
     RTOL,
@@ -105,17 +109,18 @@ def build(
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     event = on_event or (lambda what, done, total: None)
     read_config(model_dir)
+    require_runtime_for(types, verify)  # fail before minutes of writing, not after
     if verify:
-        require_reference()  # fail before minutes of writing, not after
+        require_reference()
     sources = index_safetensors(model_dir)
     name = model_dir.resolve().name
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {t: out_dir / file_name(name, t) for t in types}
 
-    quants = [t for t in types if t in QUANT_TYPES]
+    quants = [t for t in types if t in K_QUANT_TYPES]
     base = lossless_type(sources)
     base_path = paths.get(base) or out_dir / f".{file_name(name, base)}.for-quantizing"
-    writes = [t for t in types if t in FULL_TYPES]
+    writes = [t for t in types if t in WRITTEN_TYPES]
     if quants and base not in writes:
         writes.append(base)
     try:

@@ -1,4 +1,4 @@
-"""An HF-format Qwen3 directory to one GGUF file (f32, f16 or bf16), streaming the weights.
+"""An HF-format Qwen3 directory to one GGUF file (f32, f16, bf16 or q8_0), streaming the weights.
 
 What goes in follows llama.cpp's own `convert_hf_to_gguf.py` for `Qwen3ForCausalLM`, so the file
 loads in llama.cpp, Ollama and QMD exactly like one made by that script (the benchmark compares
@@ -13,6 +13,9 @@ the two on the same input):
   and the chat template come from `gguf.SpecialVocab`, the converter's own reader.
 - Tensors renamed with `gguf.TensorNameMap`; 1-D tensors (norms) stay f32, as llama.cpp's
   kernels expect; `lm_head` is dropped when embeddings are tied (llama.cpp reuses token_embd).
+- Q8_0 (the converter's `--outtype q8_0`): every matrix in blocks of 32 through `gguf.quants`,
+  a bit-exact port of llama.cpp's reference quantizer, so no compiled llama.cpp is needed; a
+  matrix whose rows are not a multiple of 32 long stays f16, as in the converter.
 
 Weights are read straight from the safetensors files in chunks of at most `CHUNK_BYTES`,
 converted and written, so peak memory is a few chunks whatever the model size, not 2-3x the
@@ -46,6 +49,10 @@ TOKENIZER_PRE = "qwen2"
 CHUNK_BYTES = 64 << 20
 """Source bytes read, converted and written at a time: bounds memory for any tensor size."""
 
+QUANT_CHUNK_DIVISOR = 8
+"""Block-quantized output reads CHUNK_BYTES / this at a time: numpy's Q8_0 holds several
+float32 copies of its input, so the same budget of source bytes would cost ~10x in memory."""
+
 _SOURCE_DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2")}
 """Safetensors dtypes a Qwen3 checkpoint uses; bf16 is read as its raw 16 bits."""
 
@@ -54,8 +61,10 @@ _OUTPUT_TYPES: dict[str, tuple[gguf.LlamaFileType, gguf.GGMLQuantizationType]] =
     "f32": (gguf.LlamaFileType.ALL_F32, _T.F32),
     "f16": (gguf.LlamaFileType.MOSTLY_F16, _T.F16),
     "bf16": (gguf.LlamaFileType.MOSTLY_BF16, _T.BF16),
+    "q8_0": (gguf.LlamaFileType.MOSTLY_Q8_0, _T.Q8_0),
 }
 _STORAGE_DTYPES = {_T.F32: np.dtype("<f4"), _T.F16: np.dtype("<f2"), _T.BF16: np.dtype("<u2")}
+"""numpy types of the element-wise GGUF types; block-quantized ones are stored as bytes."""
 
 ProgressFn = Callable[[int, int], None]
 """Called with (bytes written so far, bytes to write in all)."""
@@ -82,9 +91,22 @@ class PlannedTensor:
     qtype: gguf.GGMLQuantizationType
 
     @property
+    def block(self) -> int:
+        """Elements per storage block: 1 for f32/f16/bf16, 32 for Q8_0."""
+        return gguf.GGML_QUANT_SIZES[self.qtype][0]
+
+    @property
     def nbytes(self) -> int:
         """Bytes in the GGUF file (before alignment padding)."""
-        return math.prod(self.source.shape) * _STORAGE_DTYPES[self.qtype].itemsize
+        block, block_bytes = gguf.GGML_QUANT_SIZES[self.qtype]
+        return math.prod(self.source.shape) // block * block_bytes
+
+    @property
+    def stored_as(self) -> tuple[tuple[int, ...], np.dtype]:
+        """Shape and numpy type as `GGUFWriter.add_tensor_info` takes them (bytes if quantized)."""
+        if self.qtype in _STORAGE_DTYPES:
+            return self.source.shape, _STORAGE_DTYPES[self.qtype]
+        return gguf.quant_shape_to_byte_shape(self.source.shape, self.qtype), np.dtype(np.uint8)
 
 
 def read_config(model_dir: Path) -> dict[str, Any]:
@@ -184,7 +206,10 @@ def plan_tensors(
             raise UserError(f"tensor {source.name} has no GGUF name in llama.cpp's qwen3 model")
         # Norms and other 1-D tensors stay f32: llama.cpp's kernels take them in f32 only.
         one_d = len(source.shape) <= 1 or name.endswith("_norm.weight")
-        planned.append(PlannedTensor(source, name, _T.F32 if one_d else wanted))
+        qtype = _T.F32 if one_d else wanted
+        if not one_d and source.shape[-1] % gguf.GGML_QUANT_SIZES[qtype][0]:
+            qtype = _T.F16  # rows that do not split into Q8_0 blocks, as the converter does
+        planned.append(PlannedTensor(source, name, qtype))
     names = {t.name for t in planned}
     if "token_embd.weight" not in names or (not tied and "output.weight" not in names):
         raise UserError("the checkpoint lacks the embedding or the untied lm_head weights")
@@ -276,13 +301,13 @@ def add_metadata(
 def export_gguf(
     model_dir: Path, out_path: Path, out_type: str, on_progress: ProgressFn | None = None
 ) -> Path:
-    """Write `out_path` (f32, f16 or bf16) from the HF model in `model_dir`; returns it.
+    """Write `out_path` (f32, f16, bf16 or q8_0) from the HF model in `model_dir`; returns it.
 
     The file is written as `<out_path>.partial` and renamed when complete, so an interrupted
     export never leaves a file that looks finished.
     """
     if out_type not in _OUTPUT_TYPES:
-        raise UserError(f"export writes f32, f16 or bf16, not {out_type!r}")
+        raise UserError(f"export writes {', '.join(_OUTPUT_TYPES)}, not {out_type!r}")
     model_dir = Path(model_dir)
     config = read_config(model_dir)
     planned = plan_tensors(config, index_safetensors(model_dir), out_type)
@@ -294,13 +319,8 @@ def export_gguf(
     try:
         add_metadata(writer, model_dir, config, out_type, planned)
         for tensor in planned:
-            writer.add_tensor_info(
-                tensor.name,
-                tensor.source.shape,
-                _STORAGE_DTYPES[tensor.qtype],
-                tensor.nbytes,
-                raw_dtype=tensor.qtype,
-            )
+            shape, dtype = tensor.stored_as
+            writer.add_tensor_info(tensor.name, shape, dtype, tensor.nbytes, raw_dtype=tensor.qtype)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
@@ -327,7 +347,8 @@ def _write_data(
     total, done = sum(t.nbytes for t in planned), 0
     writer.write_padding(fout, fout.tell())
     for tensor in planned:
-        for chunk in _source_chunks(tensor.source):
+        budget = CHUNK_BYTES if tensor.block == 1 else CHUNK_BYTES // QUANT_CHUNK_DIVISOR
+        for chunk in _source_chunks(tensor.source, budget, tensor.block):
             data = _convert(chunk, tensor.source.dtype, tensor.qtype)
             fout.write(memoryview(data).cast("B"))
             done += data.nbytes
@@ -337,10 +358,11 @@ def _write_data(
     fout.flush()
 
 
-def _source_chunks(tensor: SourceTensor) -> Iterator[np.ndarray]:
-    """The tensor's elements, flat, at most `CHUNK_BYTES` at a time."""
+def _source_chunks(tensor: SourceTensor, budget: int, block: int) -> Iterator[np.ndarray]:
+    """The tensor's elements, flat, at most `budget` bytes (and whole blocks) at a time."""
     dtype = _SOURCE_DTYPES[tensor.dtype]
-    step = max(dtype.itemsize, CHUNK_BYTES - CHUNK_BYTES % dtype.itemsize)
+    unit = dtype.itemsize * block
+    step = max(unit, budget - budget % unit)
     with tensor.path.open("rb") as f:
         f.seek(tensor.offset)
         left = tensor.nbytes
@@ -353,10 +375,10 @@ def _source_chunks(tensor: SourceTensor) -> Iterator[np.ndarray]:
 
 
 def _convert(chunk: np.ndarray, source: str, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
-    """One flat chunk from its safetensors dtype to the GGUF storage type.
+    """One flat chunk (whole blocks) from its safetensors dtype to the GGUF storage type.
 
     Same-type copies are byte-exact (bf16 stays bf16); otherwise via float32, which holds every
-    bf16 and f16 value exactly, so f16 output equals the converter's bf16 -> f32 -> f16.
+    bf16 and f16 value exactly, so f16 and q8_0 output equal the converter's bf16 -> f32 -> type.
     """
     if (source, qtype) in {("F32", _T.F32), ("F16", _T.F16), ("BF16", _T.BF16)}:
         return chunk
@@ -366,6 +388,4 @@ def _convert(chunk: np.ndarray, source: str, qtype: gguf.GGMLQuantizationType) -
         f32 = widened.view(np.float32)
     else:
         f32 = chunk.astype(np.float32)
-    if qtype == _T.BF16:
-        return gguf.quants.quantize(f32, _T.BF16)
-    return f32.astype(_STORAGE_DTYPES[qtype], copy=False)
+    return gguf.quants.quantize(f32, qtype)

@@ -1,4 +1,7 @@
-"""Q8_0, Q4_K_M and Q5_K_M through llama.cpp's own quantizer, bound by llama-cpp-python.
+"""Q4_K_M and Q5_K_M through llama.cpp's own quantizer, bound by llama-cpp-python.
+
+Q8_0 needs no quantizer: the exporter writes it directly (`gguf`'s bit-exact port of llama.cpp's
+Q8_0), so only the K-quants need the optional runtime (`qmd_ft.gguf.runtime`).
 
 The K-quant mixes ("_M": some tensors one step more precise, chosen per layer) exist only in
 llama.cpp's C++ code; using its `llama_model_quantize` gives the same files as the
@@ -15,10 +18,9 @@ import os
 from pathlib import Path
 
 from qmd_ft.errors import UserError
-from qmd_ft.gguf.runtime import llama_errors, reason
+from qmd_ft.gguf.runtime import llama_errors, reason, require_llama_cpp
 
 FTYPES = {
-    "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
     "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
     "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
 }
@@ -33,7 +35,7 @@ def quantize(src: Path, dst: Path, qtype: str) -> Path:
     """
     if qtype not in FTYPES:
         raise UserError(f"cannot quantize to {qtype!r}: choose from {', '.join(FTYPES)}")
-    import llama_cpp
+    llama_cpp = require_llama_cpp(f"quantizing to {qtype}")
 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, FTYPES[qtype])

@@ -4,7 +4,8 @@ Per file, each check is recorded (name, pass/fail, detail) so the manifest says 
 verified and a failure says which part broke:
 
 - `load`: llama-cpp-python opens it (a corrupt or truncated file fails here, with llama.cpp's
-  own reason, and no other check runs).
+  own reason, and no other check runs). Without llama-cpp-python (the optional `gguf-runtime`
+  extra) nothing is checked: a UserError says how to add it.
 - `format`: gguf's reader parses the file and its `general.file_type` is the type asked for
   (or, verifying a file alone, tells its type); the count of tensors per storage type is kept
   (it shows K-quant fallbacks).
@@ -38,7 +39,7 @@ import numpy as np
 from qmd_ft.errors import UserError
 from qmd_ft.gguf import ALL_TYPES, FULL_TYPES
 from qmd_ft.gguf.export import read_config
-from qmd_ft.gguf.runtime import load, stop_ids
+from qmd_ft.gguf.runtime import load, require_llama_cpp, stop_ids
 from qmd_ft.prompt import ENDOFTEXT, IM_END, IM_START, render_prompt
 
 VERIFY_QUERY = "how to configure authentication"
@@ -131,7 +132,7 @@ def require_reference() -> None:
     if missing:
         raise UserError(
             f"verifying GGUF files needs {' and '.join(missing)}: "
-            "pip install 'qmd-ft[cuda]', or pass --no-verify"
+            "pip install -e '.[cuda]', or pass --no-verify"
         )
 
 
@@ -186,11 +187,13 @@ def _completion_text(text: str) -> str:
 
 
 def verify_file(path: Path, gguf_type: str | None, ref: Reference | None) -> Verification:
-    """Run every check on one file; never raises for a bad file, records it instead.
+    """Run every check on one file; never raises for a bad file, records it instead (a missing
+    llama-cpp-python raises: that is no fault of the file).
 
     `gguf_type` None reads the type from the file; `ref` None (no source model) limits the
     checks to what the file can say about itself.
     """
+    require_llama_cpp("verifying GGUF files")
     result = Verification(Path(path), gguf_type)
     query = ref.query if ref else VERIFY_QUERY
     max_new_tokens = ref.max_new_tokens if ref else MAX_NEW_TOKENS

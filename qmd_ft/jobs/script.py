@@ -15,8 +15,10 @@ It holds no secret: huggingface_hub reads the token from the HF_TOKEN environmen
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 from qmd_ft import __version__
+from qmd_ft.gguf.runtime import SAFE_CMAKE_ARGS
 
 SCRIPT_NAME = "job.py"
 WORK_DIR = "qmd-ft-job"
@@ -43,6 +45,9 @@ def install(base: Path) -> Path:
     pip = ["uv", "pip", "install", "--quiet", "--python", str(python)]
     subprocess.run([*pip, "--require-hashes", "-r", str(code / LOCK)], check=True)
     subprocess.run([*pip, "--no-deps", str(code / WHEEL)], check=True)
+    if EXTRAS:  # e.g. llama-cpp-python, which has no wheel and so no place in the lock
+        env_vars = os.environ | {"CMAKE_ARGS": os.environ.get("CMAKE_ARGS", SAFE_CMAKE_ARGS)}
+        subprocess.run([*pip, *EXTRAS], check=True, env=env_vars)
     return python
 
 
@@ -146,6 +151,7 @@ def render_script(
     gpus: int,
     resume: str | None = None,
     sync_seconds: float = 300,
+    extras: Sequence[str] = (),
 ) -> str:
     """The job script: inline metadata, constants, then the fixed `_BODY`.
 
@@ -155,7 +161,8 @@ def render_script(
     constants = {
         "REPO": repo, "FOLDER": folder, "REVISION": revision, "COMMAND": command,
         "WHEEL": wheel, "LOCK": lock, "FLAVOR": flavor, "GPUS": gpus, "RESUME": resume,
-        "SYNC_SECONDS": sync_seconds, "WORK_DIR": WORK_DIR,
+        "SYNC_SECONDS": sync_seconds, "WORK_DIR": WORK_DIR, "EXTRAS": list(extras),
+        "SAFE_CMAKE_ARGS": SAFE_CMAKE_ARGS,
     }  # fmt: skip
     head = f'''# /// script
 # requires-python = ">=3.11"
@@ -168,6 +175,7 @@ FOLDER/inputs (REPO, a dataset, at commit REVISION) and commits what it writes t
 FOLDER/outputs while it runs. The token comes from HF_TOKEN.
 """
 
+import os
 import shlex
 import shutil
 import signal

@@ -155,6 +155,7 @@ def submit_job(
     required: Sequence[str | Path] = (),
     resume: str | None = None,
     sync_seconds: float = 300,
+    extras: Sequence[str] = (),
 ) -> Submission:
     """Run `qmd-ft <argv>` on HF Jobs: check, upload inputs, code and script, submit.
 
@@ -164,7 +165,8 @@ def submit_job(
     one): the files its values name are uploaded too. `required` are local paths the command
     cannot run without (e.g. the prepared data dir): missing ones stop the submission here
     instead of failing the job after its GPU has started. `resume` is the run folder (in the
-    same jobs repo) whose uploaded outputs the job starts from.
+    same jobs repo) whose uploaded outputs the job starts from. `extras` are requirements the
+    job installs after the lock (llama-cpp-python for GGUF work: it has no wheel to lock).
     """
     hub_token()
     check_hub_version()
@@ -193,6 +195,7 @@ def submit_job(
             "flavor": flavor,
             "timeout": timeout,
             "resume_from": resume,
+            "extras": list(extras),
             "inputs": sorted(plan.files),
         }
         with hub_errors(f"upload to {repo}"):
@@ -212,7 +215,7 @@ def submit_job(
             script = render_script(
                 repo=repo, folder=folder, revision=inputs.oid, command=plan.command,
                 wheel=code.wheel.name, lock=LOCK, flavor=flavor, gpus=flavor_gpus(flavor),
-                resume=resume, sync_seconds=sync_seconds,
+                resume=resume, sync_seconds=sync_seconds, extras=extras,
             )  # fmt: skip
             pinned = hub.api.create_commit(
                 repo,
