@@ -179,7 +179,26 @@ def test_script_content(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ns["COMMAND"] == command and ns["REVISION"] == "b" * 40
     assert ns["REPO"] == "user/qmd-ft-jobs" and ns["FOLDER"] == "runs/r1"
     assert ns["GPUS"] == 2 and ns["RESUME"] is None
+    assert ns["EXTRAS"] == []  # nothing beyond the lock and the wheel
     assert TOKEN not in text
+
+
+def test_gguf_work_installs_llama_cpp_after_the_lock_without_amx() -> None:
+    """llama-cpp-python has no wheel to lock: a job that verifies or K-quantizes installs it
+    after the lock, built with the flags that avoid the AMX crash."""
+    from qmd_ft.gguf.runtime import RUNTIME_REQUIREMENTS, SAFE_CMAKE_ARGS
+
+    args = dict(repo="u/j", folder="runs/r", revision="c" * 40, wheel="w.whl", flavor="cpu-basic")
+    text = render_script(
+        **args, command=["export", "gguf"], lock="requirements.lock", gpus=0,
+        extras=RUNTIME_REQUIREMENTS,
+    )  # fmt: skip
+    ns: dict = {}
+    exec(compile(text, "job.py", "exec"), ns)
+    assert ns["EXTRAS"] == ["llama-cpp-python>=0.3.36"]
+    assert "AMX_INT8=OFF" in ns["SAFE_CMAKE_ARGS"] == SAFE_CMAKE_ARGS
+    body = text.split("def install", 1)[1].split("def files", 1)[0]
+    assert body.index("LOCK") < body.index("WHEEL") < body.index("EXTRAS")
 
 
 def test_submit_errors_before_any_request(
@@ -423,15 +442,25 @@ def test_train_job_on_the_tiny_model(
 
 
 @pytest.mark.parametrize(
-    ("args", "word"),
+    ("args", "word", "extras"),
     [
-        (["train", "sft", "--config", "configs/sft.yaml", "--backend", "cuda"], "train"),
-        (["eval", "--model", "outputs/sft", "--queries", "evals/queries.txt"], "eval"),
-        (["export", "gguf", "--model", "outputs/sft", "--quant", "f16"], "export"),
+        (["train", "sft", "--config", "configs/sft.yaml", "--backend", "cuda"], "train", []),
+        (["eval", "--model", "outputs/sft", "--queries", "evals/queries.txt"], "eval", []),
+        (["export", "gguf", "--model", "outputs/sft", "--quant", "f16"], "export", ["llama"]),
+        (
+            ["export", "gguf", "--model", "outputs/sft", "--quant", "f16", "--no-verify"],
+            "export",
+            [],
+        ),
     ],
 )
 def test_commands_submit_with_hf_jobs(
-    hub: FakeHub, tmp_path: Path, args: list[str], word: str, monkeypatch: pytest.MonkeyPatch
+    hub: FakeHub,
+    tmp_path: Path,
+    args: list[str],
+    word: str,
+    extras: list[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """`--hf-jobs` on train, eval and export submits the same command, token only as secret."""
     proj = make_project(tmp_path)
@@ -443,11 +472,14 @@ def test_commands_submit_with_hf_jobs(
     assert len(hints) == 2 and all(h.endswith("--namespace user") for h in hints), out.stdout
     assert spec["secrets"] == {"HF_TOKEN": TOKEN}
     assert TOKEN not in json.dumps({k: v for k, v in spec.items() if k != "secrets"})
-    assert word in json.dumps(
+    record = json.loads(
         hub.state.repos[JOBS_REPO]
         .get(next(p for p in hub.state.repos[JOBS_REPO] if p.endswith("job.json")))
         .decode()
     )
+    assert word in record["command"]
+    # llama.cpp is installed in the job only when verification or K-quants need it
+    assert [e.split("-")[0] for e in record["extras"]] == extras
 
 
 def test_hub_errors_turns_connection_errors_into_one_line() -> None:
