@@ -470,6 +470,8 @@ class Pipeline:
     def stage_publish_gguf(self) -> StageResult:
         if "gguf" not in self.results:
             return StageResult("publish_gguf", None, "skipped")
+        if not self.cfg.export.verify:  # only verified files are ever published
+            return StageResult("publish_gguf", None, "skipped: GGUF files not verified")
         # The same release plan as `publish --gguf`: verified files, card and eval, pinned. The
         # twin follows the main repo: published only when that serves this candidate (the
         # publish stage deployed it, now or in a run whose twin commit failed).

@@ -181,9 +181,11 @@ def test_a_cut_training_job_is_pulled_and_resumed(
     monkeypatch.chdir(proj)
     prepare([Path("data/technical.jsonl")], Path("data/train"), None)
     monkeypatch.setenv(SYNC_ENV, "1")
-    sets = [f"model.base={tiny_model_dir}", "training.batch_size=2", "training.save_steps=1",
+    # 300 short steps, a checkpoint every 100: the cut lands after checkpoint-100 went up with
+    # ~200 steps to spare, however fast the machine (3 steps once finished before the signal).
+    sets = [f"model.base={tiny_model_dir}", "training.batch_size=2", "training.save_steps=100",
             "lora.target_modules=[q_proj]", "model.output=outputs/job-sft"]  # fmt: skip
-    args = ["train", "sft", "--config", "configs/sft.yaml", "--max-steps", "3",
+    args = ["train", "sft", "--config", "configs/sft.yaml", "--max-steps", "300",
             *(t for kv in sets for t in ("--set", kv)),
             "--hf-jobs", "--flavor", "cpu-basic"]  # fmt: skip
     first = cli(*args, hub=hub, tmp=tmp_path, cwd=proj)
@@ -192,7 +194,7 @@ def test_a_cut_training_job_is_pulled_and_resumed(
     spec = hub.state.job_specs[job_id]
     assert "--device cpu" in spec["environment"]["QMD_FT_COMMAND"]
     folder = spec["environment"]["QMD_FT_JOB_FOLDER"]
-    ckpt = f"{folder}/outputs/outputs/job-sft/checkpoint-1/trainer_state.json"
+    ckpt = f"{folder}/outputs/outputs/job-sft/checkpoint-100/trainer_state.json"
     proc = start_like_hf_jobs(spec, hub, tmp_path)
     try:
         deadline = time.monotonic() + 600
@@ -205,11 +207,11 @@ def test_a_cut_training_job_is_pulled_and_resumed(
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 143, out
-    assert "checkpoint-3" not in " ".join(hub.state.repos[JOBS_REPO]), "it was cut"
+    assert "checkpoint-300" not in " ".join(hub.state.repos[JOBS_REPO]), "it was cut"
 
     pulled = cli("jobs", "pull", job_id, hub=hub, tmp=tmp_path, cwd=proj)
     assert pulled.returncode == 0, pulled.stderr
-    assert (proj / "outputs/job-sft/checkpoint-1/trainer_state.json").is_file()
+    assert (proj / "outputs/job-sft/checkpoint-100/trainer_state.json").is_file()
 
     again = cli(*args, "--resume-from", job_id, hub=hub, tmp=tmp_path, cwd=proj)
     assert again.returncode == 0, again.stderr
@@ -222,7 +224,7 @@ def test_a_cut_training_job_is_pulled_and_resumed(
     files = hub.state.repos[JOBS_REPO]
     assert f"{folder2}/outputs/outputs/job-sft/adapter_config.json" in files
     state = files[f"{folder2}/outputs/outputs/job-sft/trainer_state.json"]
-    assert json.loads(state)["global_step"] == 3
+    assert json.loads(state)["global_step"] == 300
 
 
 def test_the_fake_hub_refuses_what_the_jobs_api_refuses(hub: FakeHub) -> None:
