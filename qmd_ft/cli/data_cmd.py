@@ -152,14 +152,8 @@ def variants_cmd(
     bad = [t for t in wanted if t not in ("lex", "vec", "hyde")]
     if bad:
         raise UserError(f"--types: {', '.join(bad)} not one of lex, vec, hyde")
-    files = resolve_paths(paths)
-    _refuse_input_as_output(out, files)
-    check_output_file(out)
-    result = read_all(files)
-    if result.errors:
-        for p in result.errors:
-            plain(str(p))
-        raise UserError(f"{len(result.errors)} invalid line(s) in the inputs")
+    result = read_all(_inputs_for(paths, out))
+    _stop_on(result.errors, f"{len(result.errors)} invalid line(s) in the inputs")
     records = [v.to_record() for r in result.rows for v in only_variants(r.example, wanted)]
     _write_jsonl(out, records)
     console.print(f"{len(records)} variant(s) from {len(result.rows)} example(s) → {out}")
@@ -177,18 +171,29 @@ def migrate_only_cmd(
 
     Example: qmd-ft data migrate-only qmd_expansion_handcrafted_only.jsonl -o data/qmd_only.jsonl
     """
-    files = resolve_paths(paths)
-    _refuse_input_as_output(out, files)
-    check_output_file(out)
-    result = migrate_only(files)
-    if result.problems:
-        for p in result.problems:
-            plain(str(p))
-        raise UserError(f"{len(result.problems)} invalid line(s) after migrating; nothing written")
+    result = migrate_only(_inputs_for(paths, out))
+    n = len(result.problems)
+    _stop_on(result.problems, f"{n} invalid line(s) after migrating; nothing written")
     _write_jsonl(out, [e.to_record() for e in result.examples])
     console.print(
         f"{result.rewritten} of {len(result.examples)} row(s) rewritten to /only: form → {out}"
     )
+
+
+def _inputs_for(paths: list[str], out: Path) -> list[Path]:
+    """The input files of a command that writes OUT: found, none of them OUT, OUT writable."""
+    files = resolve_paths(paths)
+    _refuse_input_as_output(out, files)
+    check_output_file(out)
+    return files
+
+
+def _stop_on(problems: list, message: str) -> None:
+    """Print every problem (FILE:LINE: reason) and stop with `message`, before any write."""
+    if problems:
+        for p in problems:
+            plain(str(p))
+        raise UserError(message)
 
 
 def _refuse_input_as_output(out: Path, inputs: list[Path]) -> None:
