@@ -80,3 +80,17 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, repo_root: Path) ->
     return build_tiny_model(
         tmp_path_factory.mktemp("tiny-model"), seed=0, data_dir=repo_root / "data"
     )
+
+
+@pytest.fixture
+def project(tmp_path: Path, repo_root: Path) -> Path:
+    """A project dir: data/examples.jsonl, eval queries, the shipped configs (not prepared)."""
+    from cuda_support import write_examples
+
+    write_examples(tmp_path / "data" / "examples.jsonl")
+    (tmp_path / "evals").mkdir()
+    (tmp_path / "evals" / "queries.txt").write_text("# T\nrust async\n")
+    (tmp_path / "configs").mkdir()
+    for name in ("sft.yaml", "grpo.yaml"):
+        (tmp_path / "configs" / name).write_text((repo_root / "configs" / name).read_text())
+    return tmp_path

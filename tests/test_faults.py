@@ -29,17 +29,6 @@ def one_line(r: subprocess.CompletedProcess[str], *needles: str) -> None:
         assert needle in r.stderr, r.stderr
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    write_examples(tmp_path / "data" / "examples.jsonl")
-    (tmp_path / "evals").mkdir()
-    (tmp_path / "evals" / "queries.txt").write_text("# T\nrust async\n")
-    (tmp_path / "configs").mkdir()
-    for name in ("sft.yaml", "grpo.yaml"):
-        (tmp_path / "configs" / name).write_text((ROOT / "configs" / name).read_text())
-    return tmp_path
-
-
 def trained(out: Path, losses: list[float]) -> Path:
     """An output dir as both backends leave it: trainer_state.json (log) and a manifest."""
     from qmd_ft.manifest import write_manifest

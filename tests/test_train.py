@@ -36,18 +36,6 @@ def one_line_error(r: subprocess.CompletedProcess[str], *needles: str) -> None:
         assert needle in r.stderr, r.stderr
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A project dir: data/examples.jsonl, eval queries, the shipped configs (not prepared)."""
-    write_examples(tmp_path / "data" / "examples.jsonl")
-    (tmp_path / "evals").mkdir()
-    (tmp_path / "evals" / "queries.txt").write_text("# T\nrust async\n")
-    (tmp_path / "configs").mkdir()
-    for name in ("sft.yaml", "grpo.yaml"):
-        (tmp_path / "configs" / name).write_text((ROOT / "configs" / name).read_text())
-    return tmp_path
-
-
 def prepared(project: Path) -> Path:
     """`data/train` prepared from the project's files, as `qmd-ft data prepare` run there
     makes it (recording the relative paths)."""
