@@ -145,3 +145,27 @@ def memorized_model(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Pa
 def log_history(out: Path) -> list[dict[str, Any]]:
     """The logged entries of a finished run (`trainer_state.json` in its output dir)."""
     return json.loads((out / "trainer_state.json").read_text())["log_history"]
+
+
+def train_steps(
+    tiny_model_dir: Path,
+    data: Path,
+    out: Path,
+    speed: Any,
+    device: str,
+    training: dict[str, Any],
+) -> dict[str, list[Any]]:
+    """SFT on `training` with the speed switches `speed`; the per-step log (step, loss, lr,
+    grad norm) the recipe tests compare between switches."""
+    from qmd_ft.backend import TrainRequest
+    from qmd_ft.backends.cuda.sft import run_sft
+
+    cfg = make_config(tiny_model_dir, out, data, training=training)
+    run_sft(TrainRequest(cfg, data, out, device=device), speed=speed)
+    steps = [e for e in log_history(out) if "loss" in e]
+    return {
+        "steps": [e["step"] for e in steps],
+        "loss": [e["loss"] for e in steps],
+        "lr": [e["learning_rate"] for e in steps],
+        "grad_norm": [e["grad_norm"] for e in steps],
+    }

@@ -19,12 +19,18 @@ import pytest
 pytest.importorskip("trl")
 
 import torch
-from cuda_support import EXAMPLES, log_history, make_config, memorized_model, prepared
+from cuda_support import (
+    EXAMPLES,
+    make_config,
+    memorized_model,
+    prepared,
+    train_steps,
+)
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from qmd_ft.backend import TrainRequest
 from qmd_ft.backends.cuda.fastgen import Sampling, StaticDecoder
-from qmd_ft.backends.cuda.sft import IGNORE_INDEX, build_sft, run_sft
+from qmd_ft.backends.cuda.sft import IGNORE_INDEX, build_sft
 from qmd_ft.backends.cuda.speed import (
     SpeedOptions,
     flash_attn_available,
@@ -53,14 +59,7 @@ def memorized(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) ->
 
 
 def _losses(tiny_model_dir: Path, data: Path, out: Path, speed: SpeedOptions) -> dict[str, Any]:
-    cfg = make_config(tiny_model_dir, out, data, training=RECIPE)
-    run_sft(TrainRequest(cfg, data, out, device="cuda"), speed=speed)
-    steps = [e for e in log_history(out) if "loss" in e]
-    return {
-        "steps": [e["step"] for e in steps],
-        "loss": [e["loss"] for e in steps],
-        "lr": [e["learning_rate"] for e in steps],
-    }
+    return train_steps(tiny_model_dir, data, out, speed, "cuda", RECIPE)
 
 
 def test_fast_switches_train_the_recipe_on_gpu(tiny_model_dir: Path, tmp_path: Path) -> None:

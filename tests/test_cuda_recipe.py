@@ -16,10 +16,8 @@ import pytest
 
 pytest.importorskip("trl")
 
-from cuda_support import log_history, make_config, prepared
+from cuda_support import prepared, train_steps
 
-from qmd_ft.backend import TrainRequest
-from qmd_ft.backends.cuda.sft import run_sft
 from qmd_ft.backends.cuda.speed import SpeedOptions
 
 RECIPE = {
@@ -41,16 +39,8 @@ SWITCHES = {
 
 
 def _train(tiny_model_dir: Path, data: Path, out: Path, speed: SpeedOptions) -> dict[str, Any]:
-    """Train the recipe with `speed`; the per-step log and the trainer's batch split."""
-    cfg = make_config(tiny_model_dir, out, data, training=RECIPE)
-    run_sft(TrainRequest(cfg, data, out, device="cpu"), speed=speed)
-    steps = [e for e in log_history(out) if "loss" in e]
-    return {
-        "steps": [e["step"] for e in steps],
-        "loss": [e["loss"] for e in steps],
-        "lr": [e["learning_rate"] for e in steps],
-        "grad_norm": [e["grad_norm"] for e in steps],
-    }
+    """Train the recipe with `speed` on the CPU; the per-step log."""
+    return train_steps(tiny_model_dir, data, out, speed, "cpu", RECIPE)
 
 
 @pytest.fixture(scope="module")
