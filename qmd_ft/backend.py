@@ -19,6 +19,13 @@ from qmd_ft.errors import UserError
 
 BACKENDS = ("cuda", "mlx", "gguf")
 """Training backends are cuda and mlx; gguf (llama-cpp-python) only generates, for eval."""
+TRAINING = ("cuda", "mlx")
+
+
+def choices_help(training: bool = True) -> str:
+    """The `--backend` help text, e.g. "auto, cuda or mlx." (with gguf where eval takes it)."""
+    names = ["auto", *(TRAINING if training else BACKENDS)]
+    return f"{', '.join(names[:-1])} or {names[-1]}."
 
 
 @dataclass(frozen=True)
