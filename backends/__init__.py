@@ -1,1 +1,1 @@
-"""Training backends behind `qmd_ft.backend.Backend`: `cuda` (torch/TRL/PEFT), `mlx`."""
+"""The backends behind `qmd_ft.backend.Backend`, one package each, named in its `REGISTRY`."""

@@ -9,6 +9,7 @@ import types
 import pytest
 
 from qmd_ft import doctor
+from qmd_ft.backends.cuda import doctor as cuda_doctor
 
 
 def _fake_torch(cuda_build: str | None) -> types.SimpleNamespace:
@@ -22,16 +23,18 @@ def _fake_torch(cuda_build: str | None) -> types.SimpleNamespace:
 @pytest.fixture
 def torch_as(monkeypatch: pytest.MonkeyPatch):
     def install(cuda_build: str | None, gpu: str | None) -> None:
-        monkeypatch.setattr(doctor, "_version", lambda dist: "2.15.0")
-        monkeypatch.setattr(doctor.importlib, "import_module", lambda name: _fake_torch(cuda_build))
-        monkeypatch.setattr(doctor, "nvidia_gpu", lambda: gpu)
+        monkeypatch.setattr(cuda_doctor, "installed", lambda dist: "2.15.0")
+        monkeypatch.setattr(cuda_doctor, "cuda_device_count", lambda: 0)
+        fake = _fake_torch(cuda_build)
+        monkeypatch.setattr(cuda_doctor.importlib, "import_module", lambda name: fake)
+        monkeypatch.setattr(cuda_doctor, "nvidia_driver", lambda: gpu)
 
     return install
 
 
 def test_cpu_only_torch_on_an_nvidia_machine_is_named_with_the_fix(torch_as) -> None:
     torch_as(cuda_build=None, gpu="NVRM version: 580.82")
-    check = doctor.check_cuda()
+    check = cuda_doctor.check_cuda()
     assert not check.ok
     assert "CPU-only build" in check.detail and "NVIDIA GPU" in check.detail
     assert "make setup" in check.fix
@@ -39,13 +42,13 @@ def test_cpu_only_torch_on_an_nvidia_machine_is_named_with_the_fix(torch_as) -> 
 
 def test_cuda_build_that_cannot_start_points_at_the_driver(torch_as) -> None:
     torch_as(cuda_build="13.2", gpu="NVRM version: 470.1")
-    check = doctor.check_cuda()
+    check = cuda_doctor.check_cuda()
     assert not check.ok and "cannot use the GPU" in check.detail and "driver" in check.fix
 
 
 def test_no_gpu_at_all_is_not_called_a_wrong_build(torch_as) -> None:
     torch_as(cuda_build="13.2", gpu=None)
-    check = doctor.check_cuda()
+    check = cuda_doctor.check_cuda()
     assert not check.ok and "no CUDA device" in check.detail and "CPU-only" not in check.detail
 
 

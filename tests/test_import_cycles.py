@@ -13,12 +13,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = {"qmd_ft": ROOT / "qmd_ft", "qmd_ft.backends": ROOT / "backends"}
 
-# Being removed by another part of issue 17 (core bench <-> backend benches); a cycle is only
-# tolerated while it stays inside this set, so no new module can join it unnoticed.
-KNOWN_CYCLES = (
-    frozenset({"qmd_ft.bench", "qmd_ft.backends.cuda.bench", "qmd_ft.backends.mlx.bench"}),
-)
-
 
 def modules() -> dict[str, Path]:
     """Dotted name -> file, for every module of the package (backends under qmd_ft.backends)."""
@@ -102,9 +96,5 @@ def test_no_import_cycles() -> None:
     known = modules()
     assert "qmd_ft.backends.mlx.models" in known  # the backends are in the graph
     graph = {name: imports(name, path, known) for name, path in known.items()}
-    unexpected = [
-        sorted(cycle)
-        for cycle in cycles(graph)
-        if not any(cycle <= allowed for allowed in KNOWN_CYCLES)
-    ]
-    assert not unexpected, f"import cycles (move the shared code down): {unexpected}"
+    found = [sorted(cycle) for cycle in cycles(graph)]
+    assert not found, f"import cycles (move the shared code down): {found}"

@@ -10,8 +10,8 @@ conversational data tokenized by TRL, HF `generate` with a dynamic cache), batch
 
 Both start from one random-init checkpoint of the chosen shape, written to disk once with a
 word-level tokenizer of the shape's vocabulary size (no download), and the same synthetic rows;
-the configs, tokenizer, data, run configs and result arithmetic are `qmd_ft.bench`'s, shared with
-the mlx backend's bench.
+the configs, tokenizer, data, run configs and result arithmetic are `qmd_ft.bench`'s role modules,
+shared with the mlx backend's bench. `BACKEND.bench` is `measure`.
 Step times come from a Trainer callback that synchronizes the GPU at each step's ends; the
 first `warmup` steps (allocator growth, compilation) are left out of the steady numbers.
 """
@@ -33,17 +33,10 @@ from qmd_ft.backend import TrainRequest
 from qmd_ft.backends.cuda.fastgen import Sampling, StaticDecoder
 from qmd_ft.backends.cuda.loading import load_merged, load_tokenizer, resolve_device, use_bf16
 from qmd_ft.backends.cuda.speed import SpeedOptions
-from qmd_ft.bench import (
-    BenchPlan,
-    gen_result,
-    grpo_config,
-    grpo_result,
-    model_configs,
-    prompts,
-    sft_config,
-    sft_result,
-    write_data,
-)
+from qmd_ft.bench.plan import BenchPlan
+from qmd_ft.bench.recipes import grpo_config, sft_config
+from qmd_ft.bench.results import gen_result, grpo_result, sft_result
+from qmd_ft.bench.workload import model_configs, prompts, write_data
 from qmd_ft.data.prepare import TRAIN_FILE
 
 UPSTREAM_SFT_LORA: dict[str, Any] = {

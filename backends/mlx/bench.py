@@ -2,7 +2,7 @@
 
 "Ours" runs through the code `qmd-ft train --backend mlx` and the mlx eval generator run: `sft`
 (mlx-lm's tuner with our completion loss) and `grpo` (our loop) on a prepared-data directory
-with the cuda bench's run configs (`qmd_ft.bench.sft_config`/`grpo_config`: QMD's recipes), and
+with the cuda bench's run configs (`qmd_ft.bench.recipes`: QMD's recipes), and
 `generate_batch` (mlx-lm's KV-cached `BatchGenerator`) at `gen_batch`, sampled without stop ids
 so every row is full. Model configs, tokenizer, synthetic rows and result arithmetic are
 `qmd_ft.bench`'s, shared with the cuda bench; the random weights are drawn by mlx (the same
@@ -45,22 +45,17 @@ import mlx.core as mx
 from mlx_lm.tuner.callbacks import TrainingCallback
 
 from qmd_ft.backend import TrainRequest, get_backend
-from qmd_ft.bench import (
-    BenchPlan,
-    gen_result,
-    grpo_config,
-    grpo_result,
-    model_configs,
-    prompts,
-    sft_config,
-    sft_result,
-    write_data,
-)
+from qmd_ft.bench.plan import BenchPlan
+from qmd_ft.bench.recipes import grpo_config, sft_config
+from qmd_ft.bench.results import gen_result, grpo_result, sft_result
+from qmd_ft.bench.workload import model_configs, prompts, write_data
 from qmd_ft.errors import UserError
 
 
 def measure(plan: BenchPlan) -> dict[str, Any]:
     """Build the model and data, run the planned parts for ours (and upstream); the result."""
+    if plan.speed:
+        raise UserError("--speed: the mlx backend has no speed switches (they are cuda's)")
     import mlx_lm
     import transformers
 

@@ -14,8 +14,12 @@ from qmd_ft.backends.mlx.models import use_device
 from qmd_ft.model_ref import check_local_dir
 
 
-def check_stage(stage: str, req: TrainRequest) -> None:
-    """Raise UserError on the first problem of one planned stage (`sft` or `grpo`)."""
+def check_stage(
+    stage: str, req: TrainRequest, processes: int = 1, sft_pending: bool = False
+) -> None:
+    """Raise UserError on the first problem of one planned stage (`sft` or `grpo`); mlx runs
+    one process, and its GRPO loads `model.sft` itself, so `processes`/`sft_pending` change
+    nothing (they are the `Backend.check` contract)."""
     check_local_dir(req.config.model.base, "model.base")
     use_device(req.device)
     if not req.resume:

@@ -17,16 +17,8 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from qmd_ft.bench import (
-    BACKENDS,
-    PARTS,
-    SHAPES,
-    BenchPlan,
-    cuda_visible,
-    mlx_gpu_visible,
-    report,
-    run_bench,
-)
+from qmd_ft.backend import either, names
+from qmd_ft.bench import PARTS, SHAPES, BenchPlan, bench_backend, report, run_bench
 from qmd_ft.cli.common import plain, print_json
 from qmd_ft.errors import UserError
 
@@ -44,7 +36,7 @@ def _speed_overrides(pairs: list[str]) -> dict[str, Any]:
 
 def bench(
     backend: Annotated[
-        str, typer.Option(help=f"Backend to measure: {' or '.join(BACKENDS)}.")
+        str, typer.Option(help=f"Backend to measure: {either(names(training=True))}.")
     ] = "cuda",
     model_shape: Annotated[
         str, typer.Option(help=f"Model shape: {', '.join(SHAPES)} (random weights).")
@@ -78,17 +70,12 @@ def bench(
     Example: qmd-ft bench --backend cuda --upstream-recipe
     Example: qmd-ft bench --backend mlx --model-shape tiny --json
     """
-    if device is None and model_shape == "qwen3-1.7b":
-        if backend == "mlx" and not mlx_gpu_visible():
-            raise UserError(
-                "mlx has no GPU here (mlx[cpu]): the qwen3-1.7b shape needs one; "
-                "use --model-shape tiny, or --device cpu to run it on the CPU anyway"
-            )
-        if backend != "mlx" and not cuda_visible():
-            raise UserError(
-                "no CUDA device: the qwen3-1.7b shape needs a GPU; "
-                "use --model-shape tiny, or --device cpu to run it on the CPU anyway"
-            )
+    spec = bench_backend(backend)
+    if device is None and model_shape == "qwen3-1.7b" and not (spec.gpu and spec.gpu()):
+        raise UserError(
+            f"the {backend} backend sees no GPU here: the qwen3-1.7b shape needs one; "
+            "use --model-shape tiny, or --device cpu to run it on the CPU anyway"
+        )
     plan = BenchPlan(
         shape=model_shape,
         device=device,

@@ -12,10 +12,11 @@ from qmd_ft.cli.common import console, print_json
 
 
 def doctor(json_: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """What this machine can run (CUDA, MLX, llama.cpp, HF login) and the fix for each gap.
+    """What this machine can run (each backend, GGUF export, HF login) and the fix for each gap.
 
     Example: qmd-ft doctor
     """
+    from qmd_ft.backend import REGISTRY
     from qmd_ft.doctor import run_checks
 
     checks = run_checks()
@@ -30,3 +31,5 @@ def doctor(json_: Annotated[bool, typer.Option("--json")] = False) -> None:
         mark = "[green]✓[/green]" if c.ok else "[red]✗[/red]"
         table.add_row(mark, escape(c.what), escape(c.detail), escape(c.fix))
     console.print(table)
+    for spec in REGISTRY:
+        console.print(f"--backend {spec.name}: {escape(spec.help)}", highlight=False)
