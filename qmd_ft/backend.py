@@ -77,7 +77,12 @@ REGISTRY: tuple[BackendSpec, ...] = (
 
 def names(training: bool = False) -> tuple[str, ...]:
     """The registered backend names, in registry order (only those that train with `training`)."""
-    return tuple(s.name for s in REGISTRY if s.capabilities.trains or not training)
+    return capable("trains") if training else tuple(s.name for s in REGISTRY)
+
+
+def capable(capability: str) -> tuple[str, ...]:
+    """The backends with one of `Capabilities` (`trains`, `multi_process`, `hf_jobs`), in order."""
+    return tuple(s.name for s in REGISTRY if getattr(s.capabilities, capability))
 
 
 def either(items: tuple[str, ...]) -> str:
@@ -281,9 +286,8 @@ class LazyBackend:
     def relaunch(self, argv: list[str], processes: int, device: str | None) -> int:
         """Its multi-process launch; a UserError for a one-process backend."""
         if not self.capabilities.multi_process:
-            multi = tuple(s.name for s in REGISTRY if s.capabilities.multi_process)
             raise UserError(
                 f"--gpus {processes}: the {self.name} backend runs one process; "
-                f"use --backend {either(multi)}"
+                f"use --backend {either(capable('multi_process'))}"
             )
         return self._call("relaunch", argv, processes, device)

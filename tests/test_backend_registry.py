@@ -79,6 +79,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
 def test_a_registered_backend_is_offered_picked_and_dispatched_to(fake: list[tuple]) -> None:
     assert backend.choices_help() == "auto, fake, cuda or mlx."
     assert backend.choices_help(training=False) == "auto, fake, cuda, mlx or gguf."
+    assert backend.capable("multi_process") == ("fake", "cuda")
     assert backend.resolve_name("fake") == "fake" and backend.resolve_name("auto") == "fake"
     impl = backend.get_backend("fake")
     assert impl.capabilities.multi_process and impl.available() == (True, "")
@@ -158,7 +159,7 @@ def test_what_a_backend_cannot_do_is_refused_in_one_line() -> None:
         UserError, match=r"^--gpus 2: the mlx backend runs one process; use --backend cuda$"
     ):
         mlx.relaunch(["train", "sft"], 2, None)
-    assert backend.load("cuda").capabilities.hf_jobs and not mlx.capabilities.hf_jobs
+    assert backend.capable("hf_jobs") == ("cuda",) == backend.capable("multi_process")
 
 
 def test_picking_and_listing_backends_imports_no_framework() -> None:
