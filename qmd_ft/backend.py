@@ -16,7 +16,7 @@ import importlib.util
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from qmd_ft.config import Config, EvalConfig
 from qmd_ft.errors import UserError
@@ -80,13 +80,13 @@ def names(training: bool = False) -> tuple[str, ...]:
     return capable("trains") if training else tuple(s.name for s in REGISTRY)
 
 
-def capable(capability: str) -> tuple[str, ...]:
+def capable(capability: Literal["trains", "multi_process", "hf_jobs"]) -> tuple[str, ...]:
     """The backends with one of `Capabilities` (`trains`, `multi_process`, `hf_jobs`), in order."""
     return tuple(s.name for s in REGISTRY if getattr(s.capabilities, capability))
 
 
 def either(items: tuple[str, ...]) -> str:
-    """ "a", "a or b", "a, b or c"."""
+    """Names as prose: `a`, `a or b`, `a, b or c`."""
     return " or ".join(filter(None, (", ".join(items[:-1]), items[-1])))
 
 
