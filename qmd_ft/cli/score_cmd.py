@@ -11,6 +11,7 @@ from rich.table import Table
 
 from qmd_ft import reward
 from qmd_ft.cli.common import console, plain, print_json
+from qmd_ft.cli.options import JsonOpt
 from qmd_ft.errors import UserError
 from qmd_ft.evaluation import load_results, rescore
 
@@ -71,11 +72,13 @@ def _table(rows: list[tuple[str, reward.ScoreResult]], title: str) -> Table:
 
 def score(
     file: Annotated[Path | None, typer.Argument(help="JSONL of {query, completion}.")] = None,
-    json_: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    json_: JsonOpt = False,
     results: Annotated[Path | None, typer.Option(help="Re-score an eval results file.")] = None,
     selftest: Annotated[bool, typer.Option(help="Print the rubric's worked examples.")] = False,
 ) -> None:
     """Score completions with rubric v1 (the GRPO reward and the eval score).
+
+    --json prints one object per line of FILE, or the re-scored document with --results.
 
     Example: qmd-ft score completions.jsonl --json
     """
