@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from qmd_ft.cli.common import console, plain
-from qmd_ft.cli.data.report import counts
+from qmd_ft.cli.data.report import InputPaths, counts
 from qmd_ft.cli.progress import progress_bars
 from qmd_ft.data.clean import clean
 from qmd_ft.data.reader import resolve_paths
@@ -19,7 +19,7 @@ from qmd_ft.progress import counter
 
 
 def clean_cmd(
-    paths: Annotated[list[str], typer.Argument(help="Files, dirs or globs.")],
+    paths: InputPaths,
     fix: Annotated[
         bool, typer.Option("--fix", help="Write kept and corrected rows to -o (never in place).")
     ] = False,

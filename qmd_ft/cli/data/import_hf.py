@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from qmd_ft.cli.common import console, err_console, plain
-from qmd_ft.cli.data.report import counts
+from qmd_ft.cli.data.report import OutJsonl, counts
 from qmd_ft.cli.progress import progress_bars
 from qmd_ft.data.import_hf import columns, import_rows, load_rows, resolve_mapping, row_locator
 from qmd_ft.data.writer import check_new_output, write_jsonl
@@ -18,7 +18,7 @@ from qmd_ft.progress import counter
 
 def import_hf_cmd(
     dataset: Annotated[str, typer.Argument(help="Hub id, saved dataset dir, data dir or file.")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="Output JSONL.")],
+    out: OutJsonl,
     split: Annotated[str, typer.Option(help="Split to read (hub ids and saved dataset dicts).")] = (
         "train"
     ),

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from qmd_ft.cli.common import console, plain
+from qmd_ft.data.reader import DEFAULT_GLOB
 from qmd_ft.errors import UserError
 
-Paths = Annotated[list[str] | None, typer.Argument(help="Files, dirs or globs.")]
+_PATHS = "Files, dirs or globs."
+Paths = Annotated[list[str] | None, typer.Argument(help=f"{_PATHS} Default: {DEFAULT_GLOB}.")]
+"""Input files of a command that reads the training data by default."""
+InputPaths = Annotated[list[str], typer.Argument(help=_PATHS)]
+OutJsonl = Annotated[
+    Path, typer.Option("-o", "--out", help="Output JSONL: a new file, never one of the inputs.")
+]
 
 
 def report(problems: list, rows: int, files: int) -> int:

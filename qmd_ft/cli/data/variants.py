@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from qmd_ft.cli.common import console
-from qmd_ft.cli.data.report import stop_on
+from qmd_ft.cli.data.report import OutJsonl, stop_on
 from qmd_ft.data.migrate import migrate_only
 from qmd_ft.data.reader import resolve_paths
 from qmd_ft.data.validate import read_all
@@ -19,7 +19,7 @@ from qmd_ft.errors import UserError
 
 def variants_cmd(
     paths: Annotated[list[str], typer.Argument(help="Files of full examples.")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="Output JSONL.")],
+    out: OutJsonl,
     types: Annotated[str, typer.Option(help="Comma list of types.")] = "lex,vec,hyde",
 ) -> None:
     """Write `/only:lex|vec|hyde` examples derived from full ones.
@@ -39,7 +39,7 @@ def variants_cmd(
 
 def migrate_only_cmd(
     paths: Annotated[list[str], typer.Argument(help="Files in QMD's `x only: lex` spelling.")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="Output JSONL (a new file).")],
+    out: OutJsonl,
 ) -> None:
     """Rewrite `query only: lex` rows (QMD's handcrafted file) to `query /only:lex`.
 
