@@ -190,3 +190,22 @@ def test_card_names_the_origin_model_and_training_stages(tmp_path: Path) -> None
     assert out.returncode == 0, out.stderr
     card = (reg / REPO / "README.md").read_text()
     assert "base_model: Qwen/Qwen3-0.6B" in card and "max_steps: 7" in card
+
+
+def test_dry_run_uploads_and_keeps_nothing(tmp_path: Path) -> None:
+    """--dry-run gates and lists the release, then leaves no trace: no registry, no staging."""
+    reg, tmp = tmp_path / "registry", tmp_path / "tmp"
+    tmp.mkdir()
+    model = make_model(tmp_path, "m1", "one")
+    results = make_results(tmp_path, model, 0.6, "r1.json")
+    args = ("--model", str(model), "--eval", str(results), "--registry", str(reg))
+    dry = publish(*args, "--dry-run", env={"TMPDIR": str(tmp)})
+    assert dry.returncode == 0, dry.stderr
+    assert f"dry run: would commit 4 file(s) to local:{REPO}" in dry.stdout
+    for name in ("README.md", "config.json", "eval_results.json", "model.safetensors"):
+        assert f"  {name}\n" in dry.stdout
+    assert not reg.exists() and list(tmp.iterdir()) == []
+    real = publish(*args, env={"TMPDIR": str(tmp)})
+    assert real.returncode == 0, real.stderr
+    assert list(tmp.iterdir()) == []  # the staged card and results go once uploaded
+    assert (reg / REPO / "README.md").is_file()

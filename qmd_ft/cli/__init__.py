@@ -10,8 +10,10 @@ import typer
 from qmd_ft import __version__
 from qmd_ft.cli import (
     bench_cmd,
+    compare_cmd,
     config_cmd,
-    data_cmd,
+    data,
+    demo_cmd,
     doctor_cmd,
     eval_cmd,
     export_cmd,
@@ -19,6 +21,7 @@ from qmd_ft.cli import (
     merge_cmd,
     model_cmd,
     pipeline_cmd,
+    publish_cmd,
     score_cmd,
     train_cmd,
 )
@@ -57,7 +60,7 @@ def root(
 
 
 app.add_typer(config_cmd.app, name="config")
-app.add_typer(data_cmd.app, name="data")
+app.add_typer(data.app, name="data")
 app.add_typer(export_cmd.app, name="export")
 app.add_typer(jobs_cmd.app, name="jobs")
 app.command("doctor")(doctor_cmd.doctor)
@@ -66,10 +69,10 @@ app.command("score")(score_cmd.score)
 app.command("train")(train_cmd.train)
 app.command("merge")(merge_cmd.merge)
 app.command("eval")(eval_cmd.eval_)
-app.command("compare")(eval_cmd.compare_cmd)
-app.command("publish")(eval_cmd.publish)
+app.command("compare")(compare_cmd.compare_cmd)
+app.command("publish")(publish_cmd.publish)
 app.command("pipeline")(pipeline_cmd.pipeline)
-app.command("demo")(pipeline_cmd.demo)
+app.command("demo")(demo_cmd.demo)
 app.command("bench")(bench_cmd.bench)
 
 

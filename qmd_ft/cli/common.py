@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+
+from qmd_ft.config import Config, load_config
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False)
@@ -27,3 +30,8 @@ def print_json(obj: Any) -> None:
 def plain(text: str) -> None:
     """Print user data verbatim (no rich markup interpretation of brackets)."""
     console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def config_or_defaults(path: Path | None, overrides: list[str] | None) -> Config:
+    """`--config` and `--set` resolved, or the built-in defaults when neither is given."""
+    return load_config(path, overrides) if path or overrides else Config()

@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
 
 import typer
 
 from qmd_ft.cli.common import console, plain
+from qmd_ft.cli.options import SetOpt
 from qmd_ft.config import dump_config, load_config
 
 app = typer.Typer(help="Inspect and validate config files.", no_args_is_help=True)
 
-SetOption = Annotated[
-    list[str] | None,
-    typer.Option("--set", help="Override any dotted key: --set training.learning_rate=1e-4"),
-]
-
 
 @app.command("show")
-def show(file: Path, set_: SetOption = None) -> None:
+def show(file: Path, set_: SetOpt = None) -> None:
     """Print the resolved config: defaults, then FILE, then --set overrides.
 
     Example: qmd-ft config show configs/sft.yaml --set training.epochs=1
@@ -28,7 +23,7 @@ def show(file: Path, set_: SetOption = None) -> None:
 
 
 @app.command("check")
-def check(file: Path, set_: SetOption = None) -> None:
+def check(file: Path, set_: SetOpt = None) -> None:
     """Exit 1 naming the key path of any error; exit 0 when the config is valid.
 
     Example: qmd-ft config check configs/grpo.yaml

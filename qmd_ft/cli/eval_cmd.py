@@ -1,8 +1,7 @@
-"""`qmd-ft eval`, `compare` and `publish`: measure, gate, release."""
+"""`qmd-ft eval`: generate an expansion per eval query and score it (or search with them)."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,30 +9,31 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from qmd_ft.cli.common import console, err_console, plain, print_json
+from qmd_ft.cli.common import config_or_defaults, console, err_console, plain, print_json
+from qmd_ft.cli.options import (
+    ConfigOpt,
+    DeviceOpt,
+    EvalBackendOpt,
+    FlavorOpt,
+    HfJobsOpt,
+    JsonOpt,
+    NamespaceOpt,
+    SetOpt,
+    TimeoutOpt,
+)
 from qmd_ft.cli.progress import progress_bars
-from qmd_ft.config import Config, load_config
+from qmd_ft.config import Config
 from qmd_ft.errors import UserError
 from qmd_ft.evaluation import (
     backend_for,
-    load_results,
     run_eval,
     run_sampled_eval,
     write_results,
 )
-from qmd_ft.gate import Verdict, shown
 from qmd_ft.gguf.runtime import RUNTIME_REQUIREMENTS
 from qmd_ft.outputs import check_output_file
 from qmd_ft.progress import counter
 from qmd_ft.queries import read_queries
-
-Json = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config (eval/publish).")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="key.path=value")]
-
-
-def _config(path: Path | None, overrides: list[str] | None) -> Config:
-    return load_config(path, overrides) if path or overrides else Config()
 
 
 def print_results(data: dict[str, Any], verbose: bool) -> None:
@@ -78,12 +78,12 @@ def print_results(data: dict[str, Any], verbose: bool) -> None:
 def eval_(
     model: Annotated[str, typer.Option(help="Model dir, hub id or .gguf file.")],
     adapter: Annotated[list[str] | None, typer.Option(help="Adapter(s) on the base.")] = None,
-    backend: Annotated[str, typer.Option(help="auto, cuda, mlx or gguf.")] = "auto",
-    device: Annotated[str | None, typer.Option(help="cpu or cuda.")] = None,
+    backend: EvalBackendOpt = "auto",
+    device: DeviceOpt = None,
     queries: Annotated[Path | None, typer.Option(help="Default: eval.queries.")] = None,
     out: Annotated[Path | None, typer.Option("-o", "--out", help="results.json")] = None,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
-    json_: Json = False,
+    json_: JsonOpt = False,
     retrieval: Annotated[bool, typer.Option("--retrieval", help="Retrieval metrics.")] = False,
     serving: Annotated[
         bool,
@@ -95,16 +95,16 @@ def eval_(
     ] = False,
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    hf_jobs: Annotated[bool, typer.Option("--hf-jobs", help="Run on HF Jobs.")] = False,
-    flavor: Annotated[str, typer.Option(help="HF Jobs hardware.")] = "a10g-small",
-    timeout: Annotated[str, typer.Option(help="HF Jobs time limit.")] = "1h",
-    namespace: Annotated[str | None, typer.Option(help="HF Jobs namespace.")] = None,
+    hf_jobs: HfJobsOpt = False,
+    flavor: FlavorOpt = "a10g-small",
+    timeout: TimeoutOpt = "1h",
+    namespace: NamespaceOpt = None,
 ) -> None:
     """Generate one expansion per eval query (greedy by default) and score it.
 
     Example: qmd-ft eval --model outputs/merged -o outputs/eval/results.json -v
     """
-    cfg = _config(config, set_)
+    cfg = config_or_defaults(config, set_)
     if hf_jobs:
         from qmd_ft.cli.jobs_cmd import submit_cli_job
 
@@ -213,156 +213,3 @@ def _eval_retrieval(
         console.print(f"{name}: " + "; ".join(parts))
     if out:
         console.print(f"results → {out}")
-
-
-def print_gate(verdict: Verdict) -> None:
-    """Per-query rubric wins and losses, every rule with its numbers, then the decision."""
-    if verdict.per_query:
-        table = Table(title="candidate vs baseline (points = reward x 100)")
-        for col in ("query", "candidate", "baseline", "delta"):
-            table.add_column(col, overflow="fold")
-        for row in verdict.per_query:
-            if row["delta"]:
-                style = "green" if row["delta"] > 0 else "red"
-                table.add_row(
-                    row["query"],
-                    str(row["candidate"]),
-                    str(row["baseline"]),
-                    f"[{style}]{row['delta']:+.2f}[/{style}]",
-                )
-        console.print(table)
-    console.print(gate_table(verdict))
-    if verdict.passed:
-        console.print("[green]gate: PASS[/green]")
-    else:
-        console.print("[red]gate: FAIL[/red] — " + "; ".join(verdict.reasons), markup=True)
-
-
-def gate_table(verdict: Verdict) -> Table:
-    """One row per rule (and per reported metric): the numbers the decision used."""
-    table = Table(title=f"release gate (baseline: {verdict.baseline_source})")
-    for col in ("rule", "metric", "candidate", "baseline", "delta [CI]", "requirement", "result"):
-        table.add_column(col, overflow="fold")
-    for rule in verdict.rules:
-        rows = [(rule.metric, rule.numbers, rule.requirement, rule.status, rule.reason)]
-        rows += [(m, n, "(reported)", "", "") for m, n in rule.reported.items()]
-        for metric, n, requirement, status, reason in rows:
-            nums = shown(metric, n) if n is not None else ("-", "-", "-")
-            style = {"pass": "green", "fail": "red"}.get(status, "yellow")
-            result = f"[{style}]{status}[/{style}]" if status else ""
-            if reason and status != "fail":
-                result += f" ({reason})"
-            table.add_row(rule.name, metric, *nums, requirement, result)
-    return table
-
-
-def compare_cmd(
-    candidate: Path,
-    baseline: Path,
-    json_: Json = False,
-    retrieval_candidate: Annotated[
-        Path | None, typer.Option(help="Candidate's `eval --retrieval` results.")
-    ] = None,
-    retrieval_baseline: Annotated[
-        Path | None, typer.Option(help="Baseline's `eval --retrieval` results.")
-    ] = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-) -> None:
-    """Exit 0 only when the candidate passes every rule of the gate against the baseline.
-
-    With retrieval results, the candidate's expansions must also help search (vs raw query)
-    and, with the baseline's too, not regress (rules and floors: publish.retrieval).
-
-    Example: qmd-ft compare outputs/eval/results.json deployed.json
-    """
-    from qmd_ft.gate import decide
-
-    cfg = _config(config, set_)
-    verdict = decide(
-        cfg.publish,
-        candidate=load_results(candidate),
-        baseline=load_results(baseline),
-        baseline_source=str(baseline),
-        candidate_retrieval=_read_json(retrieval_candidate) if retrieval_candidate else None,
-        baseline_retrieval=_read_json(retrieval_baseline) if retrieval_baseline else None,
-    )
-    if json_:
-        print_json(verdict.to_dict())
-    else:
-        print_gate(verdict)
-    if not verdict.passed:
-        raise typer.Exit(1)
-
-
-def publish(
-    model: Annotated[Path, typer.Option(help="Merged model directory.")],
-    eval_results: Annotated[Path, typer.Option("--eval", help="Its results.json.")],
-    repo: Annotated[str | None, typer.Option(help="Default: publish.repo.")] = None,
-    registry: Annotated[Path | None, typer.Option(help="Local registry dir (not the Hub).")] = None,
-    gguf: Annotated[Path | None, typer.Option(help="GGUF dir for the -gguf repo.")] = None,
-    retrieval: Annotated[
-        Path | None, typer.Option(help="`eval --retrieval` results: no-regression rule.")
-    ] = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Gate and show; upload nothing.")
-    ] = False,
-    force: Annotated[bool, typer.Option(help="Allow -v2/-sft/-grpo repo names.")] = False,
-    backend: Annotated[str, typer.Option(help="To evaluate the deployed model.")] = "auto",
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-) -> None:
-    """Publish a model with its eval, only when it beats the deployed one.
-
-    Example: qmd-ft publish --model outputs/merged --eval outputs/eval/results.json --dry-run
-    """
-    from qmd_ft.publish.destination import open_registry
-    from qmd_ft.publish.release import (
-        execute,
-        harness_evaluator,
-        harness_retrieval_evaluator,
-        plan_release,
-    )
-
-    cfg = _config(config, set_)
-    reg = open_registry(cfg.publish, registry)
-    dest = repo or cfg.publish.repo
-
-    with progress_bars() as on_progress:
-        plan = plan_release(
-            model,
-            eval_results,
-            reg,
-            dest,
-            cfg.publish,
-            harness_evaluator(backend, cfg.eval, on_progress=on_progress),
-            gguf_dir=gguf,
-            retrieval=retrieval,
-            evaluate_deployed_retrieval=harness_retrieval_evaluator(backend, cfg.eval),
-            gguf_repo=cfg.publish.gguf_repo,
-            force_name=force,
-        )
-    console.print(f"baseline: {plan.baseline_source}")
-    print_gate(plan.verdict)
-    if dry_run:
-        console.print(f"dry run: would commit {len(plan.files)} file(s) to {reg.name}:{plan.repo}")
-        plain(f"commit message: {plan.message}")
-        for name in sorted(plan.files):
-            plain(f"  {name}")
-        if plan.gguf_repo:
-            plain(f"and {len(plan.gguf_files)} file(s) to {reg.name}:{plan.gguf_repo}")
-        if not plan.passed:
-            raise typer.Exit(1)
-        return
-    commits = execute(plan, reg)
-    console.print(
-        f"published {plan.repo} ({commits[0]})"
-        + (f" and {plan.gguf_repo} ({commits[1]})" if plan.gguf_repo else "")
-    )
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: cannot read JSON ({e})") from e

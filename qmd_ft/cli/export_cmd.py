@@ -10,20 +10,18 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from qmd_ft.cli.common import console
+from qmd_ft.cli.options import FlavorOpt, HfJobsOpt, NamespaceOpt, TimeoutOpt
 from qmd_ft.cli.progress import progress_bars
 from qmd_ft.config import ExportConfig
 from qmd_ft.errors import UserError
 from qmd_ft.gguf.runtime import RUNTIME_REQUIREMENTS, require_llama_cpp
 from qmd_ft.outputs import check_output_dir
-
-if TYPE_CHECKING:
-    pass
 
 app = typer.Typer(help="Export models for serving.", no_args_is_help=True)
 
@@ -40,10 +38,10 @@ def export_gguf(
     no_verify: Annotated[
         bool, typer.Option("--no-verify", help="Skip loading and checking each file.")
     ] = False,
-    hf_jobs: Annotated[bool, typer.Option("--hf-jobs", help="Run on HF Jobs.")] = False,
-    flavor: Annotated[str, typer.Option(help="HF Jobs hardware.")] = "cpu-upgrade",
-    timeout: Annotated[str, typer.Option(help="HF Jobs time limit.")] = "1h",
-    namespace: Annotated[str | None, typer.Option(help="HF Jobs namespace.")] = None,
+    hf_jobs: HfJobsOpt = False,
+    flavor: FlavorOpt = "cpu-upgrade",
+    timeout: TimeoutOpt = "1h",
+    namespace: NamespaceOpt = None,
 ) -> None:
     """Write GGUF files (and quantize them) from an HF-format model directory.
 

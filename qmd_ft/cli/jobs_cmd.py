@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from qmd_ft.cli.common import console, plain, print_json
+from qmd_ft.cli.options import JsonOpt, NamespaceOpt
 from qmd_ft.errors import UserError
 from qmd_ft.jobs.hub import connect
 from qmd_ft.jobs.manage import (
@@ -80,11 +81,7 @@ def submit_cli_job(
     return job
 
 
-Namespace = Annotated[
-    str | None, typer.Option(help="User or org the jobs run under (default: your user).")
-]
 JobId = Annotated[str, typer.Argument(help="Job id, as `qmd-ft jobs ps` shows it.")]
-Json = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 STAGE_STYLE = {"RUNNING": "cyan", "SCHEDULING": "yellow", "COMPLETED": "green", "ERROR": "red"}
 
@@ -94,8 +91,8 @@ def ps(
     all_: Annotated[
         bool, typer.Option("--all", "-a", help="Every job, not only qmd-ft's.")
     ] = False,
-    namespace: Namespace = None,
-    json_: Json = False,
+    namespace: NamespaceOpt = None,
+    json_: JsonOpt = False,
 ) -> None:
     """List your qmd-ft jobs, newest first.
 
@@ -124,7 +121,7 @@ def logs(
     job_id: JobId,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream until it ends.")] = False,
     tail: Annotated[int | None, typer.Option(min=1, help="Only the last N lines.")] = None,
-    namespace: Namespace = None,
+    namespace: NamespaceOpt = None,
 ) -> None:
     """Print a job's logs.
 
@@ -135,7 +132,7 @@ def logs(
 
 
 @app.command("inspect")
-def inspect(job_id: JobId, namespace: Namespace = None, json_: Json = False) -> None:
+def inspect(job_id: JobId, namespace: NamespaceOpt = None, json_: JsonOpt = False) -> None:
     """Show a job's status, hardware, command and where its outputs go.
 
     Example: qmd-ft jobs inspect 6789abcd
@@ -164,7 +161,7 @@ def inspect(job_id: JobId, namespace: Namespace = None, json_: Json = False) -> 
 
 
 @app.command("cancel")
-def cancel(job_id: JobId, namespace: Namespace = None) -> None:
+def cancel(job_id: JobId, namespace: NamespaceOpt = None) -> None:
     """Cancel a running job.
 
     Example: qmd-ft jobs cancel 6789abcd
@@ -178,7 +175,7 @@ def pull(
     job_id: JobId,
     out: Annotated[Path, typer.Option(help="Where the command's relative paths land.")] = Path(),
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
-    namespace: Namespace = None,
+    namespace: NamespaceOpt = None,
 ) -> None:
     """Download what a job wrote (e.g. outputs/sft) to the same paths here.
 

@@ -9,6 +9,7 @@ import typer
 
 from qmd_ft.backend import get_backend
 from qmd_ft.cli.common import plain
+from qmd_ft.cli.options import BackendOpt
 from qmd_ft.outputs import check_output_dir
 
 
@@ -16,7 +17,7 @@ def merge(
     base: Annotated[str, typer.Option(help="Base model dir or hub id.")],
     adapter: Annotated[list[str], typer.Option(help="Adapter(s), applied in order.")],
     out: Annotated[Path, typer.Option("-o", "--out")],
-    backend: Annotated[str, typer.Option(help="auto, cuda or mlx.")] = "auto",
+    backend: BackendOpt = "auto",
 ) -> None:
     """Merge base + SFT (+ GRPO) adapters into one safetensors model directory.
 

@@ -1,35 +1,18 @@
-"""`qmd-ft pipeline` and `qmd-ft demo`."""
+"""`qmd-ft pipeline`: the release checklist end to end, resumable stage by stage."""
 
 from __future__ import annotations
 
-import contextlib
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from qmd_ft.cli.common import console, err_console, plain, print_json
-from qmd_ft.cli.eval_cmd import gate_table
+from qmd_ft.cli.common import console, err_console, plain
 from qmd_ft.cli.progress import progress_bars
+from qmd_ft.cli.render import gate_table
+from qmd_ft.cli.render import stage_line as _stage_line
+from qmd_ft.cli.render import stages_table as _table
 from qmd_ft.pipeline import StageResult, build_pipeline, gate_refused
-
-
-def _stage_line(result: StageResult) -> None:
-    tag = "skipped (unchanged)" if result.skipped else f"{result.seconds:.1f}s"
-    err_console.print(f"[bold]{result.name}[/bold]: {result.key} ({tag})", soft_wrap=True)
-
-
-def _table(stages: list[StageResult], title: str) -> Table:
-    table = Table(title=title)
-    for col in ("stage", "time", "key number", "artifact"):
-        table.add_column(col, overflow="fold")
-    for s in stages:
-        table.add_row(
-            s.name, "skipped" if s.skipped else f"{s.seconds:.1f}s", s.key, s.artifact or ""
-        )
-    return table
 
 
 def pipeline(
@@ -83,68 +66,3 @@ def pipeline(
     if gate_refused(done):
         err_console.print("error: the gate refused the release; nothing was published")
         raise typer.Exit(1)
-
-
-def demo(
-    backend: Annotated[str, typer.Option(help="auto, cuda or mlx.")] = "auto",
-    out: Annotated[Path, typer.Option(help="Where everything goes.")] = Path("outputs/demo"),
-    json_: Annotated[bool, typer.Option("--json", help="End with a JSON summary.")] = False,
-    max_steps: Annotated[
-        int | None, typer.Option(min=1, help="Cap both training stages (a quick smoke run).")
-    ] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="key.path=value for the demo's configs (as pipeline --set)."),
-    ] = None,
-) -> None:
-    """Train, gate and export the tiny model offline in minutes: the whole job, small.
-
-    The gate applies the real pipeline's rules, search included: when the tiny model's
-    expansions do not help search, the release is refused with the reason and the demo still
-    exports and verifies GGUF (exit 0: the demo worked, the gate did its job).
-
-    Example: qmd-ft demo
-    """
-    from qmd_ft.demo import run_demo
-
-    # With --json, stdout holds the JSON alone: the trainers' own log lines go to stderr.
-    quiet = contextlib.redirect_stdout(sys.stderr) if json_ else contextlib.nullcontext()
-    with quiet, progress_bars() as on_progress:
-        report = run_demo(
-            out,
-            backend,
-            log=plain,
-            on_stage=_stage_line,
-            max_steps=max_steps,
-            on_progress=on_progress,
-            overrides=set_,
-        )
-    if json_:
-        print_json(report.to_dict())
-        return
-    console.print(_table(report.stages, "demo pipeline"))
-    table = Table(title="before / after (mean reward on evals/queries.txt)")
-    table.add_column("model")
-    table.add_column("mean reward")
-    table.add_row("untrained tiny Qwen3", f"{report.score_before:.4f}")
-    table.add_row("after SFT + GRPO", f"{report.score_after:.4f}")
-    console.print(table)
-    search = Table(title="search on evals/retrieval/ (QMD's BM25 + vectors + RRF)")
-    search.add_column("expansions from")
-    for metric in report.retrieval_raw:
-        search.add_column(metric)
-    for name, row in (
-        ("none (raw query)", report.retrieval_raw),
-        ("untrained tiny Qwen3", report.retrieval_before),
-        ("after SFT + GRPO", report.retrieval_after),
-    ):
-        search.add_row(name, *(f"{v:.3f}" for v in row.values()))
-    console.print(search)
-    if report.verdict is not None:
-        console.print(gate_table(report.verdict))
-    if report.released:
-        console.print("[green]released[/green]: the trained model passed every gate rule")
-    else:
-        reasons = "; ".join(report.verdict.reasons) if report.verdict else "no verdict"
-        console.print(f"[red]release refused[/red] by the gate: {reasons}")
-    console.print(f"demo finished in {report.seconds:.0f}s; artifacts under {out}/")

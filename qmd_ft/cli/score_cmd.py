@@ -11,46 +11,9 @@ from rich.table import Table
 
 from qmd_ft import reward
 from qmd_ft.cli.common import console, plain, print_json
-from qmd_ft.errors import UserError
+from qmd_ft.cli.options import JsonOpt
+from qmd_ft.completions import read_completions
 from qmd_ft.evaluation import load_results, rescore
-
-
-def _read_pairs(path: Path) -> list[tuple[str, str]]:
-    """`{"query", "completion"}` lines; any bad line, or no line at all, is a one-line error.
-
-    Lines are split on bytes and decoded one by one, so an encoding error names its line.
-    """
-    pairs = []
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise UserError(f"{path}: cannot read ({e.strerror})") from e
-    for n, raw in enumerate(data.split(b"\n"), start=1):
-        if n == 1:
-            raw = raw.removeprefix(b"\xef\xbb\xbf")
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise UserError(f"{path}:{n}: not valid UTF-8 (byte {e.start + 1} of the line)") from e
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{n}: invalid JSON: {e.msg}") from e
-        except RecursionError as e:
-            raise UserError(f"{path}:{n}: JSON nested too deeply") from e
-        if not isinstance(obj, dict):
-            raise UserError(f"{path}:{n}: expected a JSON object")
-        for key in ("query", "completion"):
-            if key not in obj:
-                raise UserError(f"{path}:{n}: missing key '{key}'")
-            if not isinstance(obj[key], str):
-                raise UserError(f"{path}:{n}: '{key}' must be a string")
-        pairs.append((obj["query"], obj["completion"]))
-    if not pairs:
-        raise UserError(f"{path}: no completions to score (no non-blank line)")
-    return pairs
 
 
 def _table(rows: list[tuple[str, reward.ScoreResult]], title: str) -> Table:
@@ -71,11 +34,13 @@ def _table(rows: list[tuple[str, reward.ScoreResult]], title: str) -> Table:
 
 def score(
     file: Annotated[Path | None, typer.Argument(help="JSONL of {query, completion}.")] = None,
-    json_: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    json_: JsonOpt = False,
     results: Annotated[Path | None, typer.Option(help="Re-score an eval results file.")] = None,
     selftest: Annotated[bool, typer.Option(help="Print the rubric's worked examples.")] = False,
 ) -> None:
     """Score completions with rubric v1 (the GRPO reward and the eval score).
+
+    --json prints one object per line of FILE, or the re-scored document with --results.
 
     Example: qmd-ft score completions.jsonl --json
     """
@@ -109,7 +74,7 @@ def score(
         return
     if file is None:
         raise typer.BadParameter("give FILE.jsonl, --results RESULTS.json or --selftest")
-    scored = [(q, reward.score(q, c)) for q, c in _read_pairs(file)]
+    scored = [(q, reward.score(q, c)) for q, c in read_completions(file)]
     if json_:
         for _, r in scored:
             typer.echo(json.dumps(r.sub_scores(), ensure_ascii=False))

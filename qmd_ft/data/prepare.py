@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qmd_ft import prompt
-from qmd_ft.atomic import atomic_open, write_text_atomic
+from qmd_ft.atomic import write_text_atomic
 from qmd_ft.data.normalize import normalize
 from qmd_ft.data.reader import Problem, Row
 from qmd_ft.data.validate import read_all
+from qmd_ft.data.writer import write_jsonl
 from qmd_ft.errors import UserError
 from qmd_ft.queries import read_queries
 from qmd_ft.rubric import parse_only_mode
@@ -75,14 +76,6 @@ def count_modes(records: list[dict]) -> dict[str, int]:
     for rec in records:
         counts[parse_only_mode(rec["query"])[0] or "full"] += 1
     return counts
-
-
-def _write_jsonl(path: Path, records: list[dict]) -> None:
-    """Write the split whole or not at all (temp file + rename): a full disk or a kill never
-    leaves a truncated split under its final name."""
-    with atomic_open(path) as f:
-        for rec in records:
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
 
 
 def _no_train_rows(
@@ -153,8 +146,8 @@ def prepare(
     # The info file, written last, is what marks the dir prepared: until the new splits are
     # all in, no info claims them.
     (out_dir / INFO_FILE).unlink(missing_ok=True)
-    _write_jsonl(out_dir / TRAIN_FILE, train)
-    _write_jsonl(out_dir / VAL_FILE, val)
+    write_jsonl(out_dir / TRAIN_FILE, train)  # each split whole or not at all
+    write_jsonl(out_dir / VAL_FILE, val)
     settings = {"val_fraction": val_fraction, "seed": seed}
 
     info = {

@@ -258,12 +258,15 @@ def plan_release(
     evaluate_deployed_retrieval: EvaluateDeployedRetrieval | None = None,
     verdict: Verdict | None = None,
     greedy: Path | None = None,
+    staging: Path | None = None,
 ) -> ReleasePlan:
     """Everything up to (not including) the upload; raises UserError on a bad input.
 
     `verdict`, when given, is the one the pipeline's compare stage reached on these very
     files; otherwise the gate is judged here (`judge`), the same way. `greedy`: the merged
     model's greedy eval, shown on the card and shipped beside a sampled gate eval.
+    `staging`: where the card and results files to upload are written (default: a new
+    temporary folder), so a caller can remove them, e.g. after a dry run.
     """
     check_repo_name(repo, force=force_name)
     if not (model / "config.json").is_file():
@@ -308,7 +311,7 @@ def plan_release(
         greedy=greedy_doc,
     )
     message = commit_message(results, verdict)
-    staging = Path(tempfile.mkdtemp(prefix="qmd-ft-release-"))
+    staging = staging or Path(tempfile.mkdtemp(prefix="qmd-ft-release-"))
     (staging / "README.md").write_text(card, encoding="utf-8")
     write_results(results, staging / EVAL_FILE)
     files = model_files(model)
