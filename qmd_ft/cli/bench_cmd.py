@@ -20,6 +20,7 @@ import yaml
 from qmd_ft.backend import either, names
 from qmd_ft.bench import PARTS, SHAPES, BenchPlan, bench_backend, report, run_bench
 from qmd_ft.cli.common import plain, print_json
+from qmd_ft.cli.options import JsonOpt
 from qmd_ft.errors import UserError
 
 
@@ -45,7 +46,7 @@ def bench(
         bool,
         typer.Option("--upstream-recipe", help="Also measure QMD's upstream recipe, with ratios."),
     ] = False,
-    json_: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    json_: JsonOpt = False,
     device: Annotated[
         str | None,
         typer.Option(help="cpu, or cuda (cuda backend) / gpu (mlx); default: the GPU if any."),
