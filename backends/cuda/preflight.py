@@ -3,8 +3,8 @@
 Each covers something a stage would otherwise only discover after loading models (or after
 the SFT stage of `train all` has already run): the device, an output dir holding another run's
 checkpoints, a missing local model, GRPO's prompt field, and the SFT result GRPO starts from.
-GRPO's batch arithmetic is a config rule (`qmd_ft.config.grpo_batch_problem`), checked by
-`qmd_ft.train.checks` for the run's world size.
+GRPO's batch arithmetic is a config rule (`qmd_ft.config.grpo_batch_problem`), validated when
+a GRPO stage's config is loaded for the run's world size.
 """
 
 from __future__ import annotations
