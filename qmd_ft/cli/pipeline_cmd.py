@@ -13,7 +13,8 @@ from rich.table import Table
 from qmd_ft.cli.common import console, err_console, plain, print_json
 from qmd_ft.cli.eval_cmd import gate_table
 from qmd_ft.cli.progress import progress_bars
-from qmd_ft.pipeline import StageResult, build_pipeline, gate_refused
+from qmd_ft.pipeline import Pipeline, StageResult, build_pipeline, gate_refused
+from qmd_ft.train.plan import Planned, describe
 
 
 def _stage_line(result: StageResult) -> None:
@@ -49,11 +50,17 @@ def pipeline(
             "for one stage's config.",
         ),
     ] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Everything but uploads.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan only: run nothing, write nothing.")
+    ] = False,
+    no_publish: Annotated[
+        bool, typer.Option("--no-publish", help="Run every stage, upload nothing.")
+    ] = False,
 ) -> None:
     """QMD's release checklist end to end, resumable stage by stage.
 
     Exits 1 when the gate refuses the release (nothing is published), so CI can tell.
+    --dry-run prints what a run would do (after the same checks) and runs nothing.
 
     Example: qmd-ft pipeline --config configs/pipeline.yaml --backend cuda --dry-run
     """
@@ -61,13 +68,16 @@ def pipeline(
         config,
         set_,
         backend,
-        dry_run=dry_run,
+        publish=not no_publish,
         registry=registry,
         device=device,
         max_steps=max_steps,
         base_model=model,
         log=plain,
     )
+    if dry_run:
+        _print_plan(pipe, device, max_steps)
+        return
     done: list[StageResult] = []
 
     def on_stage(result: StageResult) -> None:
@@ -83,6 +93,35 @@ def pipeline(
     if gate_refused(done):
         err_console.print("error: the gate refused the release; nothing was published")
         raise typer.Exit(1)
+
+
+def _print_plan(pipe: Pipeline, device: str | None, max_steps: int | None) -> None:
+    """`--dry-run`'s output: the resolved configs' key facts, then each stage's fate."""
+    stages = pipe.cfg.pipeline.stages
+    planned = pipe.plan(stages)
+    pipe.check(planned)
+    cfg = pipe.cfg
+    plain(f"pipeline ({pipe.backend}) -> {pipe.out} (state: {pipe.store.path})")
+    for name in ("sft", "grpo"):
+        source = getattr(cfg.pipeline, f"{name}_config")
+        line = describe(
+            Planned(name, pipe.stage_config(name), Path(source)), pipe.backend, device, max_steps
+        )
+        plain(f"  {line} [{source}]")
+    if cfg.serving.enabled:
+        gated = f"the {cfg.serving.quant} GGUF, {cfg.serving.samples} samples/query"
+    else:
+        gated = "the merged model, greedy"
+    retrieval = f", retrieval on {cfg.eval.retrieval_dir}" if pipe.with_retrieval else ""
+    plain(f"  eval: {cfg.eval.queries}; the gate scores {gated}{retrieval}")
+    unverified = "" if cfg.export.verify else " (unverified)"
+    plain(f"  export: GGUF {', '.join(cfg.export.quants)}{unverified}")
+    where = getattr(pipe.registry, "root", None) or "the Hugging Face Hub"
+    plain(f"  publish: {cfg.publish.repo}, GGUF to {cfg.publish.resolved_gguf_repo}, on {where}")
+    console.print("plan:")
+    for p in planned:
+        where = f" -> {p.output}" if p.output else ""
+        plain(f"  {p.name}: {p.note}{where}")
 
 
 def demo(
