@@ -13,11 +13,21 @@ and error lines that quote at most a short prefix of a bad value.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from qmd_ft.errors import UserError
 from qmd_ft.resources import locate, locate_glob
@@ -416,17 +426,121 @@ class Config(Section):
         """True when the config has no LoRA section (or `lora: null`)."""
         return self.lora is None
 
+    @model_validator(mode="after")
+    def _stage_rules(self, info: ValidationInfo) -> Config:
+        """The rules of the stage the config is loaded for (`load_config(stage=…)`).
+
+        A config file does not say which stage it drives (an SFT file carries GRPO defaults it
+        never uses), so these run only when the loader names the stage.
+        """
+        context = info.context or {}
+        if context.get("stage") == "grpo":
+            problem = grpo_batch_problem(self, context.get("processes", 1))
+            if problem:
+                raise ValueError(problem)
+        return self
+
+
+def grpo_batch_problem(cfg: Config, processes: int = 1) -> str | None:
+    """Why GRPO cannot lay out its generation batch (None: it can).
+
+    TRL (and our MLX loop, which follows it) generate `batch_size x gradient_accumulation_steps
+    x processes` completions per optimizer step, in whole groups of `num_generations` per
+    prompt; `processes` is the DDP world size.
+    """
+    t, n = cfg.training, cfg.grpo.num_generations
+    per_step = t.batch_size * t.gradient_accumulation_steps * processes
+    if per_step % n == 0:
+        return None
+    return (
+        f"training.batch_size ({t.batch_size}) x training.gradient_accumulation_steps "
+        f"({t.gradient_accumulation_steps}) x processes ({processes}) = {per_step} completions "
+        f"per step must be a multiple of grpo.num_generations ({n}): change one of them "
+        f"(e.g. training.gradient_accumulation_steps: {_fitting_accumulation(cfg, processes)})"
+    )
+
+
+def _fitting_accumulation(cfg: Config, processes: int) -> int:
+    """The smallest gradient_accumulation_steps that makes whole generation groups."""
+    per_micro = cfg.training.batch_size * processes
+    n = cfg.grpo.num_generations
+    return next(k for k in range(1, n + 1) if per_micro * k % n == 0)
+
+
+def check_grpo_batch(cfg: Config, processes: int = 1) -> int:
+    """Completions per optimizer step; UserError when they do not make whole groups.
+
+    The rule `Config` validates for a GRPO stage, for callers that know the world size only
+    when they run (a launched DDP process, a backend trainer called directly).
+    """
+    problem = grpo_batch_problem(cfg, processes)
+    if problem:
+        raise UserError(problem)
+    return cfg.training.batch_size * cfg.training.gradient_accumulation_steps * processes
+
 
 def _error_line(source: str, err: ValidationError) -> str:
-    """One line per pydantic error: `FILE: key.path: what is wrong`."""
+    """One line per pydantic error: `FILE: key.path: what is wrong`.
+
+    A rule over several keys (a model validator) names its keys itself: `FILE: rule`.
+    """
     parts = []
     for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"])[:200] or "<root>"
+        path = ".".join(str(p) for p in e["loc"])[:200]
         msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        if not path:
+            parts.append(f"{source}: {msg.removeprefix('Value error, ')}")
+            continue
         if e["type"] != "extra_forbidden" and "input" in e and not isinstance(e["input"], dict):
             msg += f" (got {shorten(e['input'])})"
         parts.append(f"{source}: {path}: {msg}")
     return "; ".join(parts)
+
+
+STAGE_PREFIXES = ("sft", "grpo")
+"""The stages a `--set STAGE:key=value` item may name."""
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """`--set` items split by reach: `common` for every config a command loads, `staged` for
+    one stage's config only."""
+
+    common: list[str] = field(default_factory=list)
+    staged: dict[str, list[str]] = field(default_factory=dict)
+
+    def of(self, stage: str) -> list[str]:
+        """The items for `stage`'s config: the common ones, then its own (which win)."""
+        return [*self.common, *self.staged.get(stage, [])]
+
+
+def split_overrides(items: Sequence[str] | None, stages: Sequence[str]) -> Overrides:
+    """`--set [stage:]key.path=value` items by the config they reach.
+
+    `stages`: the training stages the command loads a config for. A prefix naming another
+    stage is an error (it would silently change nothing); a value holding `:` (a hub id, a URL)
+    is not a prefix, since the prefix comes before any `=`.
+    """
+    common: list[str] = []
+    staged: dict[str, list[str]] = {stage: [] for stage in stages}
+    for item in items or []:
+        prefix, sep, rest = item.partition(":")
+        if not sep or "=" in prefix:
+            common.append(item)
+        elif prefix in staged:
+            staged[prefix].append(rest)
+        elif prefix in STAGE_PREFIXES:
+            runs = " and ".join(stages) or "no training stage"
+            raise UserError(
+                f"--set {shorten(item)}: this command runs no {prefix} stage (it loads: {runs}); "
+                f"drop the item or the {prefix}: prefix"
+            )
+        else:
+            raise UserError(
+                f"--set {shorten(item)}: unknown stage {prefix!r}; write key.path=value, or "
+                f"{' / '.join(f'{s}:key.path=value' for s in STAGE_PREFIXES)}"
+            )
+    return Overrides(common, staged)
 
 
 def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
@@ -464,10 +578,15 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 def load_config(
     path: str | Path | None = None,
     overrides: list[str] | dict[str, Any] | None = None,
+    *,
+    stage: str | None = None,
+    processes: int = 1,
 ) -> Config:
     """Defaults, then the YAML file, then `--set` overrides, validated once.
 
-    Raises UserError naming the file and key path on any problem.
+    `stage` ("sft", "grpo"): the stage the config drives, whose own rules are checked too
+    (GRPO's generation batch, for `processes` DDP processes). Raises UserError naming the file
+    and key path on any problem.
     """
     data: dict[str, Any] = {}
     source = "<defaults>"
@@ -498,7 +617,8 @@ def load_config(
         data = _merge(data, over)
         source += " (with --set overrides)"
     try:
-        return _with_shipped_defaults(Config.model_validate(data))
+        context = {"stage": stage, "processes": processes}
+        return _with_shipped_defaults(Config.model_validate(data, context=context))
     except ValidationError as e:
         raise UserError(_error_line(source, e)) from e
 

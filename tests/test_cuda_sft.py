@@ -158,7 +158,9 @@ def test_config_errors_stop_all_before_sft_trains(tiny_model_dir: Path, tmp_path
         cwd=tmp_path,
     )  # fmt: skip
     assert r.returncode == 1
-    assert r.stderr.startswith("error: training.batch_size (3)") and r.stderr.count("\n") == 1
+    assert r.stderr.startswith(f"error: {grpo}") and r.stderr.count("\n") == 1, r.stderr
+    assert "training.batch_size (3) x training.gradient_accumulation_steps (1)" in r.stderr
+    assert "grpo.num_generations (4)" in r.stderr
     assert not (tmp_path / "run").exists()
 
 

@@ -1,4 +1,5 @@
-"""The pipeline end to end on the tiny model (cuda backend on CPU): resumable, gated, dry-run."""
+"""The pipeline end to end on the tiny model (cuda backend on CPU): resumable, gated, and
+--no-publish."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ VERIFIED = runtime_available()
 export.verify off and publishes no GGUF (only verified files are ever published)."""
 
 
-def make(tmp: Path, tiny: Path, *extra: str, dry_run: bool = False, events=None):
+def make(tmp: Path, tiny: Path, *extra: str, publish: bool = True, events=None):
     return build_pipeline(
         ROOT / "configs/demo/pipeline.yaml",
         [
@@ -38,7 +39,7 @@ def make(tmp: Path, tiny: Path, *extra: str, dry_run: bool = False, events=None)
         device="cpu",
         max_steps=2,
         base_model=str(tiny),
-        dry_run=dry_run,
+        publish=publish,
         log=lambda _: None,
         on_progress=None if events is None else lambda *e: events.append(e),
     )
@@ -119,15 +120,17 @@ def test_interrupted_training_stage_resumes(
     assert not stale.exists()
 
 
-def test_dry_run_uploads_nothing(
+def test_no_publish_runs_every_stage_and_uploads_nothing(
     tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(ROOT)
-    results = run(make(tmp_path, tiny_model_dir, dry_run=True))
-    assert results["publish"].key.startswith("dry run")
-    twin = "dry run" if VERIFIED else "skipped: GGUF files not verified"
+    results = run(make(tmp_path, tiny_model_dir, publish=False))
+    assert not any(r.skipped for r in results.values())
+    assert results["compare"].verdict is not None and results["compare"].verdict.passed
+    assert results["publish"].key.startswith("skipped: --no-publish (would publish to local/")
+    twin = "skipped: --no-publish" if VERIFIED else "skipped: GGUF files not verified"
     assert results["publish_gguf"].key.startswith(twin)
-    assert not (tmp_path / "reg").exists()
+    assert not (tmp_path / "reg").exists()  # the local registry stays empty
 
 
 def test_set_reaches_the_stage_configs_and_the_wiring_wins(tmp_path: Path, tiny_model_dir: Path):

@@ -46,7 +46,7 @@ from qmd_ft.backends.cuda.training import (
     last_logged,
     trainer_kwargs,
 )
-from qmd_ft.config import Config
+from qmd_ft.config import Config, check_grpo_batch
 from qmd_ft.data.prepare import TRAIN_FILE
 from qmd_ft.errors import UserError
 from qmd_ft.reward import completion_text, query_from_prompt
@@ -61,22 +61,6 @@ SCORED_TEXT = "scored_text"
 PROMPT_FIELDS = ("prompt", "messages")
 """`prompt`: the string rendered by qmd_ft.prompt; `messages`: the user turn, rendered by the
 tokenizer's chat template (checked to give the same text)."""
-
-
-def check_batch(cfg: Config, processes: int) -> None:
-    """TRL needs whole groups of `num_generations` completions per optimizer step.
-
-    Checked before building GRPOConfig, which would raise a bare ValueError for it; `processes`
-    is the DDP world size (`WORLD_SIZE`, set by accelerate/torchrun).
-    """
-    t, n = cfg.training, cfg.grpo.num_generations
-    per_step = t.batch_size * t.gradient_accumulation_steps * processes
-    if per_step % n:
-        raise UserError(
-            f"training.batch_size ({t.batch_size}) x gradient_accumulation_steps "
-            f"({t.gradient_accumulation_steps}) x processes ({processes}) = {per_step} completions "
-            f"per step must be a multiple of grpo.num_generations ({n})"
-        )
 
 
 def check_prompt_field(cfg: Config) -> str:
@@ -254,7 +238,7 @@ def build_grpo(
     device = resolve_device(req.device)
     speed = SpeedOptions.from_config(cfg) if speed is None else speed
     check_speed(speed, device)
-    check_batch(cfg, int(os.environ.get("WORLD_SIZE", "1")))
+    check_grpo_batch(cfg, int(os.environ.get("WORLD_SIZE", "1")))  # TRL: a bare ValueError
     args = grpo_args(req, device, speed)
     rows = read_split(req.data_dir, TRAIN_FILE, cfg.dataset.max_samples)
 

@@ -2,8 +2,9 @@
 
 Each covers something a stage would otherwise only discover after loading models (or after
 the SFT stage of `train all` has already run): the device, an output dir holding another run's
-checkpoints, a missing local model, GRPO's batch arithmetic and prompt field, and the SFT
-result GRPO starts from.
+checkpoints, a missing local model, GRPO's prompt field, and the SFT result GRPO starts from.
+GRPO's batch arithmetic is a config rule (`qmd_ft.config.grpo_batch_problem`), validated when
+a GRPO stage's config is loaded for the run's world size.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from qmd_ft.backend import TrainRequest
-from qmd_ft.backends.cuda.grpo import check_batch, check_prompt_field
+from qmd_ft.backends.cuda.grpo import check_prompt_field
 from qmd_ft.backends.cuda.loading import check_model_ref, is_adapter, require_dir, resolve_device
 from qmd_ft.backends.cuda.speed import SpeedOptions, check_speed
 from qmd_ft.backends.cuda.training import checkpoint_to_resume
@@ -30,7 +31,6 @@ def check_stage(stage: str, req: TrainRequest, processes: int, sft_pending: bool
     check_model_ref(cfg.model.base, "model.base")
     if stage != "grpo":
         return
-    check_batch(cfg, processes)
     check_prompt_field(cfg)
     sft = cfg.model.sft
     if sft is None or sft_pending:

@@ -53,7 +53,7 @@ from qmd_ft.backends.mlx.lora import add_lora, lora_keys
 from qmd_ft.backends.mlx.models import load_stack, use_device
 from qmd_ft.backends.mlx.optim import ClippedAdamW, make_optimizer
 from qmd_ft.backends.mlx.results import finish, last_logged, save_trained
-from qmd_ft.config import Config, GrpoConfig
+from qmd_ft.config import Config, GrpoConfig, check_grpo_batch
 from qmd_ft.errors import UserError
 from qmd_ft.resume import check_resume_steps, record_planned_steps
 from qmd_ft.reward import query_from_prompt, reward
@@ -302,23 +302,10 @@ class Plan:
     num_iterations: int
 
 
-def check_batch(cfg: Config) -> int:
-    """Completions per optimizer step, which must hold whole groups of num_generations."""
-    t, g = cfg.training, cfg.grpo
-    per_step = t.batch_size * t.gradient_accumulation_steps
-    if per_step % g.num_generations:
-        raise UserError(
-            f"training.batch_size ({t.batch_size}) x gradient_accumulation_steps "
-            f"({t.gradient_accumulation_steps}) = {per_step} completions per step must be a "
-            f"multiple of grpo.num_generations ({g.num_generations})"
-        )
-    return per_step
-
-
 def make_plan(cfg: Config, num_prompts: int, max_steps: int | None) -> Plan:
     """TRL's layout: batch_size x accumulation completions per step, G per prompt."""
     t, g = cfg.training, cfg.grpo
-    per_round = check_batch(cfg) // g.num_generations
+    per_round = check_grpo_batch(cfg) // g.num_generations
     if num_prompts < per_round:
         raise UserError(
             f"GRPO needs at least {per_round} prompts per step; the data has {num_prompts}"

@@ -1,34 +1,34 @@
-"""`qmd-ft pipeline`: QMD's release checklist end to end, resumable stage by stage.
+"""The nine stages of `qmd-ft pipeline`, run in order and skipped when unchanged.
 
-prepare → sft → grpo → merge → gguf → eval → compare → publish → publish_gguf. Each stage's
-inputs are hashed (data, configs, the previous stage's hash); a stage whose hash matches its last
-successful run and whose artifact still exists is skipped, so a re-run after a crash or an edit
-redoes exactly what changed. State lives in `<out>/pipeline_state.json`.
+prepare → sft → grpo → merge → gguf → eval → compare → publish → publish_gguf. Each cached
+stage's inputs are hashed (data, configs, the previous stage's hash, see `stage_inputs`); a
+stage whose hash matches its last successful run and whose artifact still exists is skipped, so
+a re-run after a crash or an edit redoes exactly what changed. `plan` says what a run would do
+without doing it; `run` checks both training stages (`qmd_ft.train.checks`) before either
+trains, so a GRPO config error shows before SFT runs.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qmd_ft.atomic import write_text_atomic
 from qmd_ft.backend import TrainRequest, get_backend
-from qmd_ft.config import Config, load_config
+from qmd_ft.config import Config
 from qmd_ft.data.prepare import inputs_hash, prepare
 from qmd_ft.data.reader import resolve_paths
 from qmd_ft.errors import UserError
 from qmd_ft.evaluation import load_results, model_hash, run_eval, run_sampled_eval, write_results
-from qmd_ft.finite import check_finite
 from qmd_ft.gate import Verdict
 from qmd_ft.manifest import file_sha256
+from qmd_ft.pipeline.state import StageResult, StateStore, stage_hash
 from qmd_ft.progress import ProgressFn, counter
-from qmd_ft.publish.destination import open_registry
 from qmd_ft.publish.registry import EVAL_FILE, RETRIEVAL_FILE, Registry
 from qmd_ft.publish.release import (
     EvaluateDeployed,
@@ -40,37 +40,35 @@ from qmd_ft.publish.release import (
     plan_release,
 )
 from qmd_ft.queries import read_queries
+from qmd_ft.train.checks import preflight
+from qmd_ft.train.plan import Planned, train_request
+from qmd_ft.train.run import train_stage
 
 if TYPE_CHECKING:
     from qmd_ft.retrieval.run import Indexes
 
-STATE_FILE = "pipeline_state.json"
 GREEDY_FILE = "greedy_results.json"
 """The merged model's greedy eval, kept beside the gate's sampled GGUF eval for the card."""
-
 
 SFT_SECTIONS = {"model", "dataset", "training", "lora"}
 """The config sections that shape SFT weights: only these enter its stage's input hash, so an
 eval or publish setting (which --set applies to every config) does not retrain."""
 GRPO_SECTIONS = SFT_SECTIONS | {"grpo"}
 
+CACHED_STAGES = ("prepare", "sft", "grpo", "merge", "gguf", "eval")
+"""Stages skipped when their inputs are unchanged; compare and the publish stages always run."""
+TRAINING_STAGES = ("sft", "grpo")
 
-def _hash(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
-
-@dataclass
-class StageResult:
-    """What a stage made, its headline number, and whether it ran or was skipped."""
+@dataclass(frozen=True)
+class PlannedStage:
+    """What a run would do with one stage: run it or skip it, and where its output goes."""
 
     name: str
-    artifact: str | None
-    key: str
-    seconds: float = 0.0
-    skipped: bool = False
+    runs: bool
+    output: str | None
+    note: str = ""
     inputs: str = ""
-    verdict: Verdict | None = None
-    """The gate's verdict, on the stages that reached one (compare, publish)."""
 
 
 @dataclass
@@ -83,7 +81,8 @@ class Pipeline:
     backend: str
     out: Path
     registry: Registry
-    dry_run: bool = False
+    publish: bool = True
+    """False (`--no-publish`): every stage runs, the publish stages upload nothing."""
     device: str | None = None
     max_steps: int | None = None
     log: Callable[[str], None] = print
@@ -92,58 +91,28 @@ class Pipeline:
     """The retrieval eval's corpus indexes, built once on first use and shared (the demo
     passes its own so the untrained model, the candidate and the deployed one reuse them)."""
     results: dict[str, StageResult] = field(default_factory=dict)
-    state: dict[str, dict[str, Any]] = field(default_factory=dict)
+    inputs: dict[str, str] = field(default_factory=dict)
+    """Each cached stage's inputs hash, as this run computed it (`stage_inputs`)."""
+    store: StateStore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.store = StateStore(self.out)
 
     # -- bookkeeping -------------------------------------------------------------------------
-    @property
-    def state_path(self) -> Path:
-        return self.out / STATE_FILE
-
     def load_state(self) -> None:
-        """Read the last run's state; a file that is not a state (cut, edited) is refused."""
-        if not self.state_path.is_file():
-            return
-        try:
-            state = json.loads(self.state_path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            state = None
-        if not isinstance(state, dict) or not all(isinstance(v, dict) for v in state.values()):
-            raise UserError(
-                f"{self.state_path}: unreadable pipeline state: delete it to rerun every stage "
-                "(finished stages' outputs are kept but redone)"
-            )
-        self.state = state
-
-    def save_state(self) -> None:
-        """Write the state whole (temp file + rename): a kill never leaves half of it."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.state_path, json.dumps(self.state, indent=2) + "\n")
-
-    def cached(self, name: str, inputs: str) -> StageResult | None:
-        """The last successful run of this stage, when its inputs are unchanged."""
-        rec = self.state.get(name)
-        if not rec or rec.get("inputs") != inputs or rec.get("status") != "done":
-            return None
-        artifact = rec.get("artifact")
-        if not isinstance(artifact, str | None) or (artifact and not Path(artifact).exists()):
-            return None
-        return StageResult(name, artifact, str(rec.get("key", "")), skipped=True, inputs=inputs)
+        """Read the last run's state (see `StateStore.load`)."""
+        self.store.load()
 
     def record(self, result: StageResult) -> None:
         self.results[result.name] = result
-        if not result.skipped:
-            self.state[result.name] = {
-                "status": "done",
-                "inputs": result.inputs,
-                "artifact": result.artifact,
-                "key": result.key,
-                "seconds": round(result.seconds, 1),
-            }
-            self.save_state()
+        self.store.record(result)
 
     def inputs_of(self, name: str) -> str:
-        r = self.results.get(name)
-        return r.inputs if r else ""
+        return self.inputs.get(name, "")
+
+    def stage_config(self, name: str) -> Config:
+        """The config a training stage trains with."""
+        return self.sft_cfg if name == "sft" else self.grpo_cfg
 
     def begin_training(self, name: str, inputs: str, cfg: Config) -> TrainRequest:
         """Mark a training stage as running; resume it only if it was cut short unchanged.
@@ -151,33 +120,125 @@ class Pipeline:
         A run interrupted with the same inputs continues from its last checkpoint; output left
         by a run with other inputs is stale and removed, so checkpoints never mix.
         """
-        out = Path(cfg.model.output)
-        rec = self.state.get(name) or {}
-        resume = rec.get("status") == "running" and rec.get("inputs") == inputs
-        if not resume and out.exists():
-            shutil.rmtree(out)
-        self.state[name] = {"status": "running", "inputs": inputs}
-        self.save_state()
-        return TrainRequest(
-            config=cfg,
-            data_dir=Path(cfg.dataset.name),
-            output_dir=out,
-            device=self.device,
-            max_steps=self.max_steps,
-            resume=resume,
+        resume = self.store.begin(name, inputs, Path(cfg.model.output))
+        return train_request(cfg, self.device, self.max_steps, resume)
+
+    def stage_inputs(self, name: str) -> str:
+        """The inputs hash of a cached stage, from its data, settings and earlier stages'."""
+        self.inputs[name] = getattr(self, f"_inputs_{name}")()
+        return self.inputs[name]
+
+    def _inputs_prepare(self) -> str:
+        ds = self.sft_cfg.dataset
+        evals = Path(self.cfg.eval.queries)
+        settings = {"val_fraction": ds.eval_split, "seed": ds.seed}
+        files = resolve_paths([ds.data_glob])
+        return inputs_hash(files, evals if evals.is_file() else None, settings)
+
+    def _inputs_sft(self) -> str:
+        return stage_hash(
+            self.inputs_of("prepare"),
+            self.sft_cfg.model_dump(include=SFT_SECTIONS),
+            self.backend,
+            self.max_steps,
         )
+
+    def _inputs_grpo(self) -> str:
+        return stage_hash(
+            self.inputs_of("sft"), self.grpo_cfg.model_dump(include=GRPO_SECTIONS), self.max_steps
+        )
+
+    def _inputs_merge(self) -> str:
+        return stage_hash(self.inputs_of("grpo") or self.inputs_of("sft"), "merge")
+
+    def _inputs_gguf(self) -> str:
+        return stage_hash(self.inputs_of("merge"), self.cfg.export.model_dump())
+
+    def _inputs_eval(self) -> str:
+        serving = self.cfg.serving if self.cfg.serving.enabled else None
+        return stage_hash(
+            self.inputs_of("merge"),
+            self.cfg.eval.model_dump(),
+            file_sha256(Path(self.cfg.eval.queries)),
+            self.with_retrieval,
+            serving.model_dump() if serving else None,
+            self.inputs_of("gguf") if serving else None,
+        )
+
+    # -- plan and checks ---------------------------------------------------------------------
+    def outputs(self, name: str) -> str:
+        """Where a stage's output goes (a registry repo for the publish stages)."""
+        return {
+            "prepare": str(self.out / "data"),
+            "sft": self.sft_cfg.model.output,
+            "grpo": self.grpo_cfg.model.output,
+            "merge": str(self.out / "merged"),
+            "gguf": str(self.out / "gguf"),
+            "eval": str(self.eval_dir),
+            "compare": str(self.out / "compare" / "verdict.json"),
+            "publish": f"{self.registry.name}:{self.cfg.publish.repo}",
+            "publish_gguf": f"{self.registry.name}:{self.cfg.publish.resolved_gguf_repo}",
+        }[name]
+
+    def plan(self, stages: list[str]) -> list[PlannedStage]:
+        """What `run(stages)` would do, per the state file; reads, writes nothing."""
+        self.load_state()
+        planned = []
+        for name in stages:
+            if name in CACHED_STAGES:
+                inputs = self.stage_inputs(name)
+                unchanged = self.store.cached(name, inputs) is not None
+                note = "unchanged, skipped" if unchanged else "runs"
+                if not unchanged and name in TRAINING_STAGES and self.store.resumes(name, inputs):
+                    note = "resumes its cut run"
+                planned.append(PlannedStage(name, not unchanged, self.outputs(name), note, inputs))
+            elif name.startswith("publish") and not self.publish:
+                planned.append(PlannedStage(name, True, None, "uploads nothing (--no-publish)"))
+            elif name.startswith("publish"):
+                note = "uploads if the gate passes"
+                planned.append(PlannedStage(name, True, self.outputs(name), note))
+            else:
+                planned.append(PlannedStage(name, True, self.outputs(name), "runs"))
+        return planned
+
+    def check(self, planned: list[PlannedStage]) -> None:
+        """Everything that can fail before the first stage starts, for every stage.
+
+        The training stages that will run are checked together as `qmd-ft train` checks
+        them, so a GRPO error shows before SFT trains. Each is checked as it will start: a
+        stale output `begin_training` removes is checked as the empty dir it becomes.
+        """
+        names = [p.name for p in planned]
+        if "gguf" in names:  # a missing llama.cpp runtime is said before hours of training
+            from qmd_ft.gguf.runtime import require_runtime_for
+
+            require_runtime_for(self.cfg.export.quants, self.cfg.export.verify)
+        training = [p for p in planned if p.name in TRAINING_STAGES and p.runs]
+        if not training:
+            return
+        with tempfile.TemporaryDirectory() as cleared:
+            plans, requests = [], []
+            for p in training:
+                cfg = self.stage_config(p.name)
+                source = getattr(self.cfg.pipeline, f"{p.name}_config")
+                resume = self.store.resumes(p.name, p.inputs)
+                req = train_request(cfg, self.device, self.max_steps, resume)
+                if not resume and req.output_dir.exists():
+                    req = replace(req, output_dir=Path(cleared) / p.name)
+                plans.append(Planned(p.name, cfg, Path(source)))
+                requests.append(req)
+            preflight(get_backend(self.backend), plans, requests)
 
     # -- stages ------------------------------------------------------------------------------
 
     def stage_prepare(self) -> StageResult:
-        ds = self.sft_cfg.dataset
-        files = resolve_paths([ds.data_glob])
-        evals = Path(self.cfg.eval.queries)
-        settings = {"val_fraction": ds.eval_split, "seed": ds.seed}
-        inputs = inputs_hash(files, evals if evals.is_file() else None, settings)
-        out = self.out / "data"
-        if hit := self.cached("prepare", inputs):
+        inputs = self.stage_inputs("prepare")
+        if hit := self.store.cached("prepare", inputs):
             return hit
+        ds = self.sft_cfg.dataset
+        evals = Path(self.cfg.eval.queries)
+        out = self.out / "data"
+        files = resolve_paths([ds.data_glob])
         res = prepare(files, out, evals if evals.is_file() else None, ds.eval_split, ds.seed)
         c = res.info["counts"]
         return StageResult(
@@ -185,28 +246,20 @@ class Pipeline:
         )
 
     def stage_sft(self) -> StageResult:
-        inputs = _hash(
-            self.inputs_of("prepare"),
-            self.sft_cfg.model_dump(include=SFT_SECTIONS),
-            self.backend,
-            self.max_steps,
-        )
-        if hit := self.cached("sft", inputs):
+        inputs = self.stage_inputs("sft")
+        if hit := self.store.cached("sft", inputs):
             return hit
-        adapter = get_backend(self.backend).sft(self.begin_training("sft", inputs, self.sft_cfg))
-        check_finite(adapter)
+        req = self.begin_training("sft", inputs, self.sft_cfg)
+        adapter = train_stage(get_backend(self.backend), "sft", req)
         return StageResult("sft", str(adapter), _last_loss(adapter), inputs=inputs)
 
     def stage_grpo(self) -> StageResult:
-        inputs = _hash(
-            self.inputs_of("sft"), self.grpo_cfg.model_dump(include=GRPO_SECTIONS), self.max_steps
-        )
-        if hit := self.cached("grpo", inputs):
+        inputs = self.stage_inputs("grpo")
+        if hit := self.store.cached("grpo", inputs):
             return hit
         self.grpo_cfg.model.sft = self.results["sft"].artifact
         req = self.begin_training("grpo", inputs, self.grpo_cfg)
-        adapter = get_backend(self.backend).grpo(req)
-        check_finite(adapter)
+        adapter = train_stage(get_backend(self.backend), "grpo", req)
         return StageResult("grpo", str(adapter), _last_reward(adapter), inputs=inputs)
 
     def merge_inputs(self) -> tuple[str, list[str]]:
@@ -225,8 +278,8 @@ class Pipeline:
         return base, adapters
 
     def stage_merge(self) -> StageResult:
-        inputs = _hash(self.inputs_of("grpo") or self.inputs_of("sft"), "merge")
-        if hit := self.cached("merge", inputs):
+        inputs = self.stage_inputs("merge")
+        if hit := self.store.cached("merge", inputs):
             return hit
         out = self.out / "merged"
         base, adapters = self.merge_inputs()
@@ -272,15 +325,8 @@ class Pipeline:
         merged = self.results["merge"].artifact
         qfile = Path(self.cfg.eval.queries)
         serving = self.cfg.serving if self.cfg.serving.enabled else None
-        inputs = _hash(
-            self.inputs_of("merge"),
-            self.cfg.eval.model_dump(),
-            file_sha256(qfile),
-            self.with_retrieval,
-            serving.model_dump() if serving else None,
-            self.inputs_of("gguf") if serving else None,
-        )
-        if hit := self.cached("eval", inputs):
+        inputs = self.stage_inputs("eval")
+        if hit := self.store.cached("eval", inputs):
             return hit
         queries = read_queries(qfile)
         greedy = run_eval(
@@ -434,11 +480,13 @@ class Pipeline:
             verdict=self.verdict,
             greedy=greedy if (greedy := self.eval_dir / GREEDY_FILE).is_file() else None,
         )
-        if self.dry_run:
+        if not self.publish:
             self.log(
-                f"dry run: would publish {len(plan.files)} file(s) to {plan.repo}: {plan.message}"
+                f"--no-publish: would publish {len(plan.files)} file(s) to {plan.repo}: "
+                f"{plan.message}"
             )
-            return StageResult("publish", None, f"dry run → {plan.repo}", verdict=plan.verdict)
+            key = f"skipped: --no-publish (would publish to {plan.repo})"
+            return StageResult("publish", None, key, verdict=plan.verdict)
         if not plan.passed:
             return StageResult(
                 "publish",
@@ -455,8 +503,8 @@ class Pipeline:
         from qmd_ft.gguf.build import build
 
         merged = self.results["merge"].artifact
-        inputs = _hash(self.inputs_of("merge"), self.cfg.export.model_dump())
-        if hit := self.cached("gguf", inputs):
+        inputs = self.stage_inputs("gguf")
+        if hit := self.store.cached("gguf", inputs):
             return hit
         out = self.out / "gguf"
         export = self.cfg.export
@@ -489,21 +537,19 @@ class Pipeline:
             verdict=self.verdict,
         )
         repo = plan.gguf_repo
-        if self.dry_run:
-            self.log(f"dry run: would publish {len(plan.gguf_files)} GGUF file(s) to {repo}")
-            return StageResult("publish_gguf", None, f"dry run → {repo}")
+        if not self.publish:
+            self.log(f"--no-publish: would publish {len(plan.gguf_files)} GGUF file(s) to {repo}")
+            return StageResult(
+                "publish_gguf", None, f"skipped: --no-publish (would publish to {repo})"
+            )
         if not plan.deployed:
             return StageResult("publish_gguf", None, f"skipped: {plan.repo} does not serve it")
         commit = execute(plan, self.registry)[-1]
         return StageResult("publish_gguf", f"{self.registry.name}:{repo}", commit)
 
     def run(self, stages: list[str], on_stage: Callable[[StageResult], None]) -> None:
-        """Run the named stages in order; each result goes to `on_stage` as it finishes."""
-        if "gguf" in stages:  # a missing llama.cpp runtime is said before hours of training
-            from qmd_ft.gguf.runtime import require_runtime_for
-
-            require_runtime_for(self.cfg.export.quants, self.cfg.export.verify)
-        self.load_state()
+        """Check every stage, then run them in order; each result goes to `on_stage`."""
+        self.check(self.plan(stages))
         for name in stages:
             start = time.perf_counter()
             result = getattr(self, f"stage_{name}")()
@@ -537,100 +583,3 @@ def _last_reward(adapter: Path) -> str:
 def _size(path: Path) -> str:
     total = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     return f"{total / 1e6:.1f} MB"
-
-
-STAGE_PREFIXES = ("sft", "grpo")
-
-
-def split_overrides(overrides: list[str]) -> tuple[list[str], dict[str, list[str]]]:
-    """(--set items for every config, {stage: items for that stage's config only})."""
-    common: list[str] = []
-    staged: dict[str, list[str]] = {stage: [] for stage in STAGE_PREFIXES}
-    for item in overrides:
-        stage, sep, rest = item.partition(":")
-        if sep and stage in staged and "=" not in stage:
-            staged[stage].append(rest)
-        else:
-            common.append(item)
-    return common, staged
-
-
-def check_serving(cfg: Config, source: Path) -> None:
-    """Before any training: a serving eval needs its GGUF type exported, and exported first."""
-    if not cfg.serving.enabled:
-        return
-    quant, stages = cfg.serving.quant, cfg.pipeline.stages
-    if quant not in cfg.export.quants:
-        raise UserError(
-            f"{source}: serving.quant {quant} is not among export.quants {cfg.export.quants}"
-        )
-    if "eval" in stages and ("gguf" not in stages or stages.index("gguf") > stages.index("eval")):
-        raise UserError(
-            f"{source}: serving.enabled scores the exported GGUF, so pipeline.stages must run "
-            "gguf before eval"
-        )
-
-
-def build_pipeline(
-    config: Path,
-    overrides: list[str] | None,
-    backend: str,
-    *,
-    dry_run: bool = False,
-    registry: Path | None = None,
-    device: str | None = None,
-    max_steps: int | None = None,
-    base_model: str | None = None,
-    log: Callable[[str], None] = print,
-    on_progress: ProgressFn | None = None,
-) -> Pipeline:
-    """Load the pipeline config and the SFT/GRPO configs it names; wire their paths.
-
-    `overrides` (--set) apply to all three configs, as every command's --set does to its
-    config; `sft:KEY=VALUE` / `grpo:KEY=VALUE` to that stage's config only. The pipeline's own
-    wiring (data dir, stage outputs, the SFT model GRPO starts from) wins over them, and
-    `base_model` (the CLI's --model) replaces model.base in both stage configs.
-    """
-    from qmd_ft.backend import resolve_name
-
-    common, staged = split_overrides(overrides or [])
-    cfg = load_config(config, common)
-    out = Path(cfg.pipeline.out)
-    data_dir = str(out / "data")
-    base = [f"model.base={base_model}"] if base_model else []
-    sft_cfg = load_config(
-        cfg.pipeline.sft_config,
-        [
-            *common,
-            *staged["sft"],
-            f"dataset.name={data_dir}",
-            f"model.output={out / 'sft'}",
-            *base,
-        ],
-    )
-    grpo_cfg = load_config(
-        cfg.pipeline.grpo_config,
-        [
-            *common,
-            *staged["grpo"],
-            f"dataset.name={data_dir}",
-            f"model.output={out / 'grpo'}",
-            f"model.sft={out / 'sft'}",
-            f"model.base={sft_cfg.model.base}",
-        ],
-    )
-    check_serving(cfg, config)
-    reg = open_registry(cfg.publish, registry)
-    return Pipeline(
-        cfg,
-        sft_cfg,
-        grpo_cfg,
-        resolve_name(backend),
-        out,
-        reg,
-        dry_run=dry_run,
-        device=device,
-        max_steps=max_steps,
-        log=log,
-        on_progress=on_progress,
-    )
