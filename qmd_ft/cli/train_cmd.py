@@ -24,8 +24,19 @@ from typing import Annotated
 
 import typer
 
-from qmd_ft.backend import get_backend
+from qmd_ft.backend import capable, either, get_backend
 from qmd_ft.cli.common import State, console, plain
+from qmd_ft.cli.options import (
+    BackendOpt,
+    ConfigOpt,
+    DeviceOpt,
+    DryRunOpt,
+    FlavorOpt,
+    HfJobsOpt,
+    NamespaceOpt,
+    StageSetOpt,
+    TimeoutOpt,
+)
 from qmd_ft.config import dump_config
 from qmd_ft.errors import UserError
 from qmd_ft.jobs.inputs import local_command
@@ -85,27 +96,17 @@ def same_command(ctx: typer.Context) -> list[str]:
 def train(
     ctx: typer.Context,
     stage: Annotated[Stage, typer.Argument(help="sft, grpo, or all (SFT then GRPO).")] = Stage.all,
-    config: Annotated[
-        Path | None,
-        typer.Option(help="YAML config (default configs/sft.yaml; configs/grpo.yaml for grpo)."),
-    ] = None,
-    backend: Annotated[str, typer.Option(help="auto, cuda or mlx.")] = "auto",
-    device: Annotated[str | None, typer.Option(help="cpu or cuda (cuda backend).")] = None,
+    config: ConfigOpt = None,
+    backend: BackendOpt = "auto",
+    device: DeviceOpt = None,
     model: Annotated[str | None, typer.Option(help="Overrides model.base.")] = None,
     output: Annotated[
         Path | None, typer.Option(help="Overrides model.output (SFT's in `all`).")
     ] = None,
     max_steps: Annotated[int | None, typer.Option(min=1, help="Stop each stage here.")] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set",
-            help="key.path=value for every stage's config; sft:key.path=value or "
-            "grpo:key.path=value for one stage's.",
-        ),
-    ] = None,
+    set_: StageSetOpt = None,
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only.")] = False,
+    dry_run: DryRunOpt = False,
     gpus: Annotated[
         int, typer.Option(min=1, help="DDP processes via accelerate (CPU ones with --device cpu).")
     ] = 1,
@@ -118,10 +119,10 @@ def train(
     grpo_set: Annotated[
         list[str] | None, typer.Option("--grpo-set", hidden=True, help="= --set grpo:ITEM.")
     ] = None,
-    hf_jobs: Annotated[bool, typer.Option("--hf-jobs", help="Run on HF Jobs.")] = False,
-    flavor: Annotated[str, typer.Option(help="HF Jobs hardware.")] = "a10g-large",
-    timeout: Annotated[str, typer.Option(help="HF Jobs time limit, e.g. 2h.")] = "2h",
-    namespace: Annotated[str | None, typer.Option(help="HF Jobs namespace.")] = None,
+    hf_jobs: HfJobsOpt = False,
+    flavor: FlavorOpt = "a10g-large",
+    timeout: TimeoutOpt = "2h",
+    namespace: NamespaceOpt = None,
     resume_from: Annotated[
         str | None,
         typer.Option(help="HF Jobs: continue a cut job's run (job id) from its uploaded outputs."),
@@ -129,6 +130,7 @@ def train(
 ) -> None:
     """Fine-tune: SFT (LoRA or full), then GRPO on the merged SFT weights.
 
+    --config defaults to configs/sft.yaml (configs/grpo.yaml for `train grpo`).
     Data: dataset.name is the prepared dir; train prepares it from dataset.data_glob when it
     has no train split, and again (same files and settings) when the files it was prepared from
     changed since. --dry-run makes every check of a real run and prints the plan.
@@ -140,7 +142,9 @@ def train(
     if resume_from and not hf_jobs:
         raise UserError("--resume-from continues an HF Jobs run: add --hf-jobs (here: --resume)")
     # The job's machine, not this one, picks the backend: --hf-jobs runs cuda (also on a Mac).
-    name = training_backend("cuda" if hf_jobs and backend == "auto" else backend, gpus)
+    name = training_backend(
+        capable("hf_jobs")[0] if hf_jobs and backend == "auto" else backend, gpus
+    )
     job_argv = sys.argv[1:]
     # Inside a launched process, the world size is what it is (also under a manual launch).
     processes = int(os.environ.get("WORLD_SIZE", gpus))
@@ -185,12 +189,9 @@ def train(
         return
     assert impl is not None
     run_data_plan(data, plain)
-    if gpus > 1:
-        from qmd_ft.backends.cuda import launch
-
-        if not launch.launched():
-            # The processes print progress and the summary (rank 0); pass on their exit code.
-            raise typer.Exit(launch.relaunch(same_command(ctx), gpus, device))
+    if gpus > 1 and not impl.launched():
+        # The processes print progress and the summary (rank 0); pass on their exit code.
+        raise typer.Exit(impl.relaunch(same_command(ctx), gpus, device))
     results = run_stages(
         impl, plans, requests, _say, lambda p: describe(p, name, device, max_steps)
     )
@@ -241,8 +242,8 @@ def _check_job(
     if importlib.util.find_spec("huggingface_hub") is None:
         raise UserError("--hf-jobs needs huggingface_hub: pip install 'qmd-ft[hub]'")
     check_hub_version()
-    if backend != "cuda":
-        raise UserError(f"--hf-jobs runs the cuda backend (got {backend})")
+    if backend not in capable("hf_jobs"):
+        raise UserError(f"--hf-jobs runs the {either(capable('hf_jobs'))} backend (got {backend})")
     if device not in (None, "cpu", "cuda"):
         raise UserError(f"--device {device}: choose cpu or cuda")
     check_flavor(flavor)

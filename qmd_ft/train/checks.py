@@ -8,25 +8,22 @@ for the run's world size) are validators in `qmd_ft.config`, checked as `plan_st
 
 from __future__ import annotations
 
-from qmd_ft.backend import Backend, TrainRequest, resolve_name
+from qmd_ft.backend import Backend, TrainRequest, capable, either, require_training, resolve_name
 from qmd_ft.errors import UserError
 from qmd_ft.model_ref import check_local_dir
 from qmd_ft.resume import check_resume_steps, latest_checkpoint
 from qmd_ft.train.plan import Planned
 
-TRAINING_BACKENDS = ("cuda", "mlx")
-"""Backends that train; `gguf` (llama-cpp-python) only generates, for eval."""
-
 
 def training_backend(name: str, processes: int) -> str:
     """The backend `name` resolves to, when it trains and runs `processes` processes."""
     resolved = resolve_name(name)
-    if resolved not in TRAINING_BACKENDS:
+    require_training(resolved)
+    if processes > 1 and resolved not in capable("multi_process"):
         raise UserError(
-            f"the {resolved} backend is for inference (eval) only: train with --backend cuda or mlx"
+            f"--gpus {processes}: the {resolved} backend runs one process; "
+            f"use --backend {either(capable('multi_process'))}"
         )
-    if processes > 1 and resolved != "cuda":
-        raise UserError(f"--gpus needs the cuda backend (got {resolved})")
     return resolved
 
 
@@ -41,11 +38,10 @@ def preflight(
     `impl` None (`--hf-jobs`: the job's machine has the backend) keeps to what holds on any
     machine. A later stage's `model.sft` may be made by an earlier one (`sft_pending`).
     """
-    check = getattr(impl, "check", None)
     for i, (p, req) in enumerate(zip(plans, requests, strict=True)):
         check_local_dir(p.config.model.base, "model.base")
-        if check is not None:
-            check(p.stage, req, processes=processes, sft_pending=i > 0)
+        if impl is not None:
+            impl.check(p.stage, req, processes=processes, sft_pending=i > 0)
         if req.resume:
             budget = req.max_steps or p.config.training.max_steps
             check_resume_steps(latest_checkpoint(req.output_dir), budget)
