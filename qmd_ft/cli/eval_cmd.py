@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -15,6 +14,7 @@ from qmd_ft.cli.progress import progress_bars
 from qmd_ft.config import Config, load_config
 from qmd_ft.errors import UserError
 from qmd_ft.evaluation import (
+    EvalResults,
     backend_for,
     load_results,
     run_eval,
@@ -26,6 +26,7 @@ from qmd_ft.gguf.runtime import RUNTIME_REQUIREMENTS
 from qmd_ft.outputs import check_output_file
 from qmd_ft.progress import counter
 from qmd_ft.queries import read_queries
+from qmd_ft.retrieval.results import load_retrieval_results
 
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config (eval/publish).")]
@@ -36,41 +37,40 @@ def _config(path: Path | None, overrides: list[str] | None) -> Config:
     return load_config(path, overrides) if path or overrides else Config()
 
 
-def print_results(data: dict[str, Any], verbose: bool) -> None:
+def print_results(data: EvalResults, verbose: bool) -> None:
     """Per-query scores with sub-scores, then the summary."""
-    table = Table(title=f"eval: {data['provenance']['model']}")
+    table = Table(title=f"eval: {data.provenance.model}")
     for col in ("category", "query", "fmt", "div", "hyde", "qual", "ent", "think", "%", "rating"):
         table.add_column(col, overflow="fold")
-    for r in data["results"]:
+    for r in data.results:
         table.add_row(
-            r["category"],
-            r["query"],
-            *(str(r[k]) for k in ("format", "diversity", "hyde", "quality", "entity")),
-            str(r["think_bonus"]),
-            f"{r['percentage']:.1f}",
-            r["rating"],
+            r.category,
+            r.query,
+            *(str(v) for v in (r.format, r.diversity, r.hyde, r.quality, r.entity)),
+            str(r.think_bonus),
+            f"{r.percentage:.1f}",
+            r.rating,
         )
     console.print(table)
     if verbose:
-        for r in data["results"]:
-            plain(f"\n{r['query']}  →  {r['percentage']:.1f}% {r['rating']}")
-            plain("  entities: " + (", ".join(r["entities"]) or "-"))
-            for d in r["deductions"]:
+        for r in data.results:
+            plain(f"\n{r.query}  →  {r.percentage:.1f}% {r.rating}")
+            plain("  entities: " + (", ".join(r.entities) or "-"))
+            for d in r.deductions:
                 plain(f"  - {d}")
-            plain("  " + r["completion"].replace("\n", "\n  "))
-    s = data["summary"]
-    hist = ", ".join(f"{k} {v}" for k, v in s["ratings"].items())
+            plain("  " + r.completion.replace("\n", "\n  "))
+    s = data.need_summary()
+    hist = ", ".join(f"{k} {v}" for k, v in s.ratings.items())
     console.print(
-        f"mean reward {s['mean_reward']:.4f} ({s['mean_percentage']:.1f}%) on {s['n']} "
-        f"queries; {hist}"
+        f"mean reward {s.mean_reward:.4f} ({s.mean_percentage:.1f}%) on {s.n} queries; {hist}"
     )
-    if samples := s.get("samples"):
-        runs = ", ".join(f"{m:.4f}" for m in samples["mean_rewards"])
-        console.print(f"{samples['k']} sampled runs: mean reward {runs} (sd {samples['std']:.4f})")
+    if samples := s.samples:
+        runs = ", ".join(f"{m:.4f}" for m in samples.mean_rewards)
+        console.print(f"{samples.k} sampled runs: mean reward {runs} (sd {samples.std:.4f})")
     cats = Table(title="per category")
     cats.add_column("category")
     cats.add_column("mean reward")
-    for c, v in s["categories"].items():
+    for c, v in s.categories.items():
         cats.add_row(c, f"{v:.4f}")
     console.print(cats)
 
@@ -160,7 +160,7 @@ def eval_(
     if out:
         write_results(data, out)
     if json_:
-        print_json(data)
+        print_json(data.to_json())
         return
     print_results(data, verbose)
     if out:
@@ -193,22 +193,21 @@ def _eval_retrieval(
     if out:
         write_results(data, out)
     if json_:
-        print_json(data)
+        print_json(data.to_json())
         return
-    table = Table(
-        title=f"retrieval ({data['corpus']['notes']} notes, {data['corpus']['queries']} queries)"
-    )
+    corpus = data.corpus
+    assert corpus is not None  # retrieval_eval always records it
+    table = Table(title=f"retrieval ({corpus.notes} notes, {corpus.queries} queries)")
     table.add_column("system")
-    metrics = list(data["systems"]["raw"]["mean"])
+    metrics = list(data.systems["raw"].mean.as_dict())
     for m in metrics:
         table.add_column(m)
-    for name, summary in data["systems"].items():
-        table.add_row(name, *(f"{summary['mean'][m]:.3f}" for m in metrics))
+    for name, summary in data.systems.items():
+        table.add_row(name, *(f"{summary.mean.value(m):.3f}" for m in metrics))
     console.print(table)
-    for name, comp in data["comparisons"].items():
+    for name, comp in data.comparisons.items():
         parts = [
-            f"{m} {c['mean_delta']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
-            for m, c in comp.items()
+            f"{m} {c.mean_delta:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}]" for m, c in comp.items()
         ]
         console.print(f"{name}: " + "; ".join(parts))
     if out:
@@ -284,8 +283,12 @@ def compare_cmd(
         candidate=load_results(candidate),
         baseline=load_results(baseline),
         baseline_source=str(baseline),
-        candidate_retrieval=_read_json(retrieval_candidate) if retrieval_candidate else None,
-        baseline_retrieval=_read_json(retrieval_baseline) if retrieval_baseline else None,
+        candidate_retrieval=(
+            load_retrieval_results(retrieval_candidate) if retrieval_candidate else None
+        ),
+        baseline_retrieval=(
+            load_retrieval_results(retrieval_baseline) if retrieval_baseline else None
+        ),
     )
     if json_:
         print_json(verdict.to_dict())
@@ -359,10 +362,3 @@ def publish(
         f"published {plan.repo} ({commits[0]})"
         + (f" and {plan.gguf_repo} ({commits[1]})" if plan.gguf_repo else "")
     )
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: cannot read JSON ({e})") from e
