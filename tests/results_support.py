@@ -1,8 +1,8 @@
 """Results documents made by the real producers with fake generators, for the format tests.
 
-`write_all(folder)` writes a greedy eval, a sampled (served) eval, a re-scored eval and a
-sampled retrieval eval exactly as `eval -o`, `eval --serving -o`, `score --results --json` and
-`eval --retrieval --serving -o` would. The files under tests/fixtures/results/ were written by
+`write_all(folder, work)` writes a greedy eval, a sampled (served) eval, a re-scored eval and
+a sampled and a greedy retrieval eval as `eval -o`, `eval --serving -o`, `score --results
+--json` and `eval --retrieval [--serving] -o` would. The files under tests/fixtures/results/ were written by
 this module at main d40be3d, before results became pydantic models, so the tests can check that
 today's code reads them losslessly and writes the same keys and values
 (`.venv/bin/python -m tests.results_support tests/fixtures/results` rewrites them).
@@ -87,6 +87,7 @@ def write_all(folder: Path, work: Path) -> dict[str, Path]:
     from qmd_ft.retrieval.run import build_indexes
 
     folder.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
     qfile = work / "queries.txt"
     qfile.write_text(QUERIES, encoding="utf-8")
     gen = EvalConfig(batch_size=2)
