@@ -90,13 +90,22 @@ class RuleResult(BaseModel):
         return self.status != "fail"
 
 
+class QueryPoints(BaseModel):
+    """One query's rubric points (reward x 100) for the candidate and the deployed model."""
+
+    query: str
+    candidate: float
+    baseline: float
+    delta: float
+
+
 class Verdict(BaseModel):
     """The gate's decision with every rule that led to it."""
 
     baseline_source: str
     rules: list[RuleResult]
-    per_query: list[dict[str, Any]] = []
-    """Rubric points per query (candidate, baseline, delta), when a deployed eval exists."""
+    per_query: list[QueryPoints] = []
+    """Rubric points per query, when a deployed eval exists."""
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -144,7 +153,7 @@ def _sampling(data: EvalResults | RetrievalResults) -> tuple[float, int, float, 
 
 def rubric_rule(
     candidate: EvalResults, baseline: EvalResults, publish: PublishConfig
-) -> tuple[RuleResult, list[dict[str, Any]]]:
+) -> tuple[RuleResult, list[QueryPoints]]:
     """Rubric points vs the deployed model; refuses (UserError) incomparable results."""
     if candidate.rubric_version != baseline.rubric_version:
         raise UserError(
@@ -178,12 +187,12 @@ def rubric_rule(
             f"{conf} CI lower bound {numbers.ci_low:+.2f} is not > {publish.min_ci_lower:+.2f}"
         )
     per_query = [
-        {
-            "query": q,
-            "candidate": round(cand[q], 2),
-            "baseline": round(base[q], 2),
-            "delta": round(cand[q] - base[q], 2),
-        }
+        QueryPoints(
+            query=q,
+            candidate=round(cand[q], 2),
+            baseline=round(base[q], 2),
+            delta=round(cand[q] - base[q], 2),
+        )
         for q in queries
     ]
     rule = RuleResult(
@@ -322,7 +331,7 @@ def decide(
     """
     required = publish.retrieval.required
     rules: list[RuleResult] = []
-    per_query: list[dict[str, Any]] = []
+    per_query: list[QueryPoints] = []
     if baseline is None:
         rules.append(_skipped("rubric_vs_deployed", f"{baseline_source}: first release", False))
     else:
