@@ -2,9 +2,9 @@
 
 `write_all(folder, work)` writes a greedy eval, a sampled (served) eval, a re-scored eval and
 a sampled and a greedy retrieval eval as `eval -o`, `eval --serving -o`, `score --results
---json` and `eval --retrieval [--serving] -o` would. The files under tests/fixtures/results/ were written by
-this module at main d40be3d, before results became pydantic models, so the tests can check that
-today's code reads them losslessly and writes the same keys and values
+--json` and `eval --retrieval [--serving] -o` would. The files under tests/fixtures/results/
+were written by this module on main d40be3d, before results became pydantic models, so the
+tests can check that today's code reads them losslessly and writes the same keys and values
 (`.venv/bin/python -m tests.results_support tests/fixtures/results` rewrites them).
 """
 

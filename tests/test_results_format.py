@@ -109,7 +109,10 @@ def test_a_provenance_record_added_later_is_written(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("edit", "where"),
     [
-        (lambda d: d["results"][1].update(reward="0.5"), r"results\[1\]\.reward"),
+        (
+            lambda d: d["results"][1].update(reward="0.5"),
+            r"results\[1\]\.reward: Input should be a valid number$",
+        ),
         (lambda d: d["results"][0].pop("completion"), r"results\[0\]\.completion"),
         (lambda d: d.pop("rubric_version"), r"rubric_version: Field required"),
         (lambda d: d["summary"].update(n="three"), r"summary\.n"),

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, StrictFloat, StrictInt
+from pydantic import BaseModel, Field, StrictFloat
 
 from qmd_ft.errors import UserError
 from qmd_ft.results import ExportedFrom, ResultsModel, Sampling, read_document, write_document
@@ -50,7 +50,7 @@ class EvalRow(ResultsModel):
     max_possible: int | None = None
     percentage: float | None = None
     rating: str | None = None
-    reward: StrictFloat | StrictInt
+    reward: StrictFloat
     deductions: list[str] = Field(default_factory=list)
     entities: list[str] = Field(default_factory=list)
     only_mode: str | None = None
