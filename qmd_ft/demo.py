@@ -14,7 +14,6 @@ reason. The demo still exports (and verifies) GGUF and succeeds: refusing is the
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Callable
@@ -30,15 +29,16 @@ from qmd_ft.progress import ProgressFn, counter
 from qmd_ft.publish.registry import EVAL_FILE, RETRIEVAL_FILE, LocalRegistry
 from qmd_ft.publish.release import model_files
 from qmd_ft.queries import read_queries
+from qmd_ft.retrieval.results import RetrievalResults, load_retrieval_results
 
 DEMO_CONFIG = Path("configs/demo/pipeline.yaml")
 SHOWN_METRICS = ("recall@10", "ndcg@10")
 """The retrieval numbers the demo reports per system."""
 
 
-def _shown(doc: dict[str, Any], system: str) -> dict[str, float]:
-    mean = doc["systems"][system]["mean"]
-    return {m: round(mean[m], 4) for m in SHOWN_METRICS}
+def _shown(doc: RetrievalResults, system: str) -> dict[str, float]:
+    mean = doc.systems[system].mean
+    return {m: round(mean.value(m), 4) for m in SHOWN_METRICS}
 
 
 @dataclass
@@ -152,7 +152,7 @@ def run_demo(
         StageResult(
             "eval untrained + deploy",
             str(before_path),
-            f"mean reward {before['summary']['mean_reward']:.4f}; "
+            f"mean reward {before.need_summary().mean_reward:.4f}; "
             f"recall@10 {shown['recall@10']:.3f}, ndcg@10 {shown['ndcg@10']:.3f}",
             time.perf_counter() - t0,
         )
@@ -166,14 +166,14 @@ def run_demo(
 
     pipe.run(pipe.cfg.pipeline.stages, record)
     eval_dir = Path(pipe.results["eval"].artifact)
-    score_after = load_results(eval_dir / EVAL_FILE)["summary"]["mean_reward"]
-    retrieval_after = json.loads((eval_dir / RETRIEVAL_FILE).read_text(encoding="utf-8"))
+    score_after = load_results(eval_dir / EVAL_FILE).need_summary().mean_reward
+    retrieval_after = load_retrieval_results(eval_dir / RETRIEVAL_FILE)
     artifacts = {s.name: s.artifact for s in stages if s.artifact}
     artifacts["eval_before"] = str(before_path)
     artifacts["retrieval_before"] = str(retrieval_before_path)
     published = pipe.results.get("publish")
     return DemoReport(
-        score_before=before["summary"]["mean_reward"],
+        score_before=before.need_summary().mean_reward,
         score_after=score_after,
         seconds=time.perf_counter() - start,
         stages=stages,

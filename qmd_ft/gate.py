@@ -24,6 +24,9 @@ from pydantic import BaseModel, computed_field
 
 from qmd_ft.config import PublishConfig
 from qmd_ft.errors import UserError
+from qmd_ft.evaluation.results import EvalResults
+from qmd_ft.results import GREEDY
+from qmd_ft.retrieval.results import QueryMetrics, RetrievalResults
 from qmd_ft.stats import PairedDelta, paired_delta
 
 Status = Literal["pass", "fail", "skipped"]
@@ -87,13 +90,22 @@ class RuleResult(BaseModel):
         return self.status != "fail"
 
 
+class QueryPoints(BaseModel):
+    """One query's rubric points (reward x 100) for the candidate and the deployed model."""
+
+    query: str
+    candidate: float
+    baseline: float
+    delta: float
+
+
 class Verdict(BaseModel):
     """The gate's decision with every rule that led to it."""
 
     baseline_source: str
     rules: list[RuleResult]
-    per_query: list[dict[str, Any]] = []
-    """Rubric points per query (candidate, baseline, delta), when a deployed eval exists."""
+    per_query: list[QueryPoints] = []
+    """Rubric points per query, when a deployed eval exists."""
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -124,35 +136,29 @@ class Verdict(BaseModel):
 # -- rubric ----------------------------------------------------------------------------------
 
 
-def _points(data: dict[str, Any]) -> dict[str, float]:
+def _points(data: EvalResults) -> dict[str, float]:
     """Points per query; a query listed twice is refused, since pairs are matched by query."""
     points: dict[str, float] = {}
-    for row in data["results"]:
-        if row["query"] in points:
-            raise UserError(f"results list query {row['query']!r} twice: cannot pair scores")
-        points[row["query"]] = float(row["reward"]) * 100
+    for row in data.results:
+        if row.query in points:
+            raise UserError(f"results list query {row.query!r} twice: cannot pair scores")
+        points[row.query] = float(row.reward) * 100
     return points
 
 
-def _sampling(data: dict[str, Any]) -> tuple[Any, ...]:
+def _sampling(data: EvalResults | RetrievalResults) -> tuple[float, int, float, int]:
     """How a results file was generated, as far as comparability goes: greedy or sampled."""
-    sampling = data.get("provenance", {}).get("sampling") or {}
-    return (
-        sampling.get("temperature", 0.0),
-        sampling.get("top_k", 0),
-        sampling.get("top_p", 1.0),
-        sampling.get("samples", 1),
-    )
+    return (data.provenance.sampling or GREEDY).key()
 
 
 def rubric_rule(
-    candidate: dict[str, Any], baseline: dict[str, Any], publish: PublishConfig
-) -> tuple[RuleResult, list[dict[str, Any]]]:
+    candidate: EvalResults, baseline: EvalResults, publish: PublishConfig
+) -> tuple[RuleResult, list[QueryPoints]]:
     """Rubric points vs the deployed model; refuses (UserError) incomparable results."""
-    if candidate["rubric_version"] != baseline["rubric_version"]:
+    if candidate.rubric_version != baseline.rubric_version:
         raise UserError(
-            f"rubric versions differ ({candidate['rubric_version']} vs "
-            f"{baseline['rubric_version']}): re-score with `qmd-ft score --results`"
+            f"rubric versions differ ({candidate.rubric_version} vs "
+            f"{baseline.rubric_version}): re-score with `qmd-ft score --results`"
         )
     if _sampling(candidate) != _sampling(baseline):
         raise UserError(
@@ -181,12 +187,12 @@ def rubric_rule(
             f"{conf} CI lower bound {numbers.ci_low:+.2f} is not > {publish.min_ci_lower:+.2f}"
         )
     per_query = [
-        {
-            "query": q,
-            "candidate": round(cand[q], 2),
-            "baseline": round(base[q], 2),
-            "delta": round(cand[q] - base[q], 2),
-        }
+        QueryPoints(
+            query=q,
+            candidate=round(cand[q], 2),
+            baseline=round(base[q], 2),
+            delta=round(cand[q] - base[q], 2),
+        )
         for q in queries
     ]
     rule = RuleResult(
@@ -206,31 +212,34 @@ def rubric_rule(
 # -- retrieval -------------------------------------------------------------------------------
 
 
-def retrieval_rows(doc: dict[str, Any], system: str) -> dict[str, dict[str, float]]:
+def retrieval_rows(doc: RetrievalResults, system: str) -> dict[str, QueryMetrics]:
     """Per-query metrics of one system of an `eval --retrieval` document, by query id."""
-    try:
-        return {row["id"]: row[system] for row in doc["per_query"]}
-    except (KeyError, TypeError) as e:
+    rows = {row.id: row.system(system) for row in doc.per_query}
+    found = {i: m for i, m in rows.items() if m is not None}
+    if len(found) < len(rows):
         raise UserError(
             f"not a retrieval results file with per-query {system!r} rows "
             "(write one with `qmd-ft eval --retrieval -o FILE`)"
-        ) from e
+        )
+    return found
 
 
 def _paired(
-    cand: dict[str, dict[str, float]],
-    base: dict[str, dict[str, float]],
+    cand: dict[str, QueryMetrics],
+    base: dict[str, QueryMetrics],
     metric: str,
     publish: PublishConfig,
 ) -> Interval:
     ids = sorted(cand)
-    return Interval.of([cand[i][metric] for i in ids], [base[i][metric] for i in ids], publish)
+    return Interval.of(
+        [cand[i].value(metric) for i in ids], [base[i].value(metric) for i in ids], publish
+    )
 
 
 def _retrieval_rule(
     name: str,
-    cand: dict[str, dict[str, float]],
-    base: dict[str, dict[str, float]],
+    cand: dict[str, QueryMetrics],
+    base: dict[str, QueryMetrics],
     floors: dict[str, float],
     strict: bool,
     publish: PublishConfig,
@@ -271,10 +280,10 @@ def _skipped(name: str, why: str, fail: bool) -> RuleResult:
     )
 
 
-def retrieval_vs_raw(doc: dict[str, Any], publish: PublishConfig) -> list[RuleResult]:
+def retrieval_vs_raw(doc: RetrievalResults, publish: PublishConfig) -> list[RuleResult]:
     """Do the candidate's expansions help search compared with the raw query alone?"""
     model, raw = retrieval_rows(doc, "model"), retrieval_rows(doc, "raw")
-    if missing := (doc.get("missing_expansions") or {}).get("model"):
+    if missing := doc.missing_expansions.get("model"):
         raise UserError(
             f"the candidate's retrieval results lack expansions for {len(missing)} queries "
             f"({', '.join(missing[:3])}…): evaluate every query"
@@ -283,13 +292,16 @@ def retrieval_vs_raw(doc: dict[str, Any], publish: PublishConfig) -> list[RuleRe
 
 
 def retrieval_vs_deployed(
-    cand_doc: dict[str, Any], base_doc: dict[str, Any], publish: PublishConfig
+    cand_doc: RetrievalResults, base_doc: RetrievalResults, publish: PublishConfig
 ) -> list[RuleResult]:
     """No search regression against the deployed model, on the same corpus and queries."""
-    if cand_doc.get("corpus") != base_doc.get("corpus"):
+    if cand_doc.corpus != base_doc.corpus:
+        cand_corpus, base_corpus = (
+            d.corpus.to_json() if d.corpus else None for d in (cand_doc, base_doc)
+        )
         raise UserError(
             "the retrieval results were measured on different corpora "
-            f"({cand_doc.get('corpus')} vs {base_doc.get('corpus')}): evaluate both the same way"
+            f"({cand_corpus} vs {base_corpus}): evaluate both the same way"
         )
     if _sampling(cand_doc) != _sampling(base_doc):
         raise UserError(
@@ -306,11 +318,11 @@ def retrieval_vs_deployed(
 def decide(
     publish: PublishConfig,
     *,
-    candidate: dict[str, Any],
-    baseline: dict[str, Any] | None,
+    candidate: EvalResults,
+    baseline: EvalResults | None,
     baseline_source: str,
-    candidate_retrieval: dict[str, Any] | None = None,
-    baseline_retrieval: dict[str, Any] | None = None,
+    candidate_retrieval: RetrievalResults | None = None,
+    baseline_retrieval: RetrievalResults | None = None,
 ) -> Verdict:
     """The verdict: every rule that applies, evaluated on the given results documents.
 
@@ -319,7 +331,7 @@ def decide(
     """
     required = publish.retrieval.required
     rules: list[RuleResult] = []
-    per_query: list[dict[str, Any]] = []
+    per_query: list[QueryPoints] = []
     if baseline is None:
         rules.append(_skipped("rubric_vs_deployed", f"{baseline_source}: first release", False))
     else:

@@ -13,6 +13,7 @@ from qmd_ft import reward
 from qmd_ft.config import EvalConfig, PublishConfig
 from qmd_ft.errors import UserError
 from qmd_ft.evaluation import (
+    EvalResults,
     build_results,
     evaluate,
     load_results,
@@ -22,6 +23,7 @@ from qmd_ft.evaluation import (
 )
 from qmd_ft.gate import Verdict, decide
 from qmd_ft.queries import Query, read_queries
+from qmd_ft.retrieval.results import RetrievalResults
 from qmd_ft.stats import paired_bootstrap
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,12 +35,17 @@ GOOD = (
 )
 
 
-def results_doc(points: dict[str, float], tmp_path: Path, rubric: str = "v1") -> dict:
+def results_doc(
+    points: dict[str, float], tmp_path: Path, rubric: str = "v1", **more: object
+) -> EvalResults:
     """A minimal results document with the given per-query rewards (0..1)."""
-    return {
-        "rubric_version": rubric,
-        "results": [{"query": q, "completion": "", "reward": r} for q, r in points.items()],
-    }
+    return EvalResults.model_validate(
+        {
+            "rubric_version": rubric,
+            "results": [{"query": q, "completion": "", "reward": r} for q, r in points.items()],
+            **more,
+        }
+    )
 
 
 def test_evaluate_scores_each_completion_in_order(tmp_path: Path) -> None:
@@ -53,8 +60,8 @@ def test_evaluate_scores_each_completion_in_order(tmp_path: Path) -> None:
     assert seen[0][0].endswith(
         "Expand this search query: docker volumes<|im_end|>\n<|im_start|>assistant\n"
     )
-    assert rows[0]["reward"] == reward.score("docker volumes", GOOD).reward
-    assert rows[1]["rating"] == "Failed" and rows[1]["category"] == "Short"
+    assert rows[0].reward == reward.score("docker volumes", GOOD).reward
+    assert rows[1].rating == "Failed" and rows[1].category == "Short"
     qfile = tmp_path / "q.txt"
     qfile.write_text("# Technical\ndocker volumes\n")
     doc = build_results(
@@ -67,15 +74,15 @@ def test_evaluate_scores_each_completion_in_order(tmp_path: Path) -> None:
         device="cpu",
         seconds=1.0,
     )
-    s = doc["summary"]
-    assert s["n"] == 2 and s["ratings"]["Failed"] == 1
-    assert s["mean_reward"] == pytest.approx((rows[0]["reward"] + 0) / 2, abs=1e-6)
-    assert set(s["categories"]) == {"Technical", "Short"}
-    assert doc["provenance"]["queries_sha256"] and doc["rubric_version"] == "v1"
+    s = doc.need_summary()
+    assert s.n == 2 and s.ratings["Failed"] == 1
+    assert s.mean_reward == pytest.approx((rows[0].reward + 0) / 2, abs=1e-6)
+    assert set(s.categories) == {"Technical", "Short"}
+    assert doc.provenance.queries_sha256 and doc.rubric_version == "v1"
     path = tmp_path / "r.json"
     write_results(doc, path)
     again = rescore(load_results(path))
-    assert again["summary"] == s and again["rescored"]["rows_changed"] == 0
+    assert again.summary == s and again.rescored and again.rescored.rows_changed == 0
 
 
 def test_load_results_rejects_non_results(tmp_path: Path) -> None:
@@ -88,7 +95,7 @@ def test_load_results_rejects_non_results(tmp_path: Path) -> None:
         load_results(p)
 
 
-def gate(cand: dict, base: dict | None, **publish) -> Verdict:
+def gate(cand: EvalResults, base: EvalResults | None, **publish) -> Verdict:
     """The rubric-only verdict (no retrieval results) under the given publish settings."""
     return decide(PublishConfig(**publish), candidate=cand, baseline=base, baseline_source="test")
 
@@ -133,11 +140,11 @@ def test_gate_refuses_different_queries_or_rubric(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="rubric versions differ"):
         gate(a, results_doc({"q1": 0.5}, tmp_path, rubric="v0"))
     twice = results_doc({"q1": 0.5}, tmp_path)
-    twice["results"].append({"query": "q1", "completion": "", "reward": 0.9})
+    twice.results += results_doc({"q1": 0.9}, tmp_path).results
     with pytest.raises(UserError, match="'q1' twice"):
         gate(twice, a)
-    sampled = results_doc({"q1": 0.5}, tmp_path)
-    sampled["provenance"] = {"sampling": {"temperature": 0.7, "top_k": 20, "samples": 3}}
+    sampling = {"temperature": 0.7, "top_k": 20, "samples": 3}
+    sampled = results_doc({"q1": 0.5}, tmp_path, provenance={"sampling": sampling})
     with pytest.raises(UserError, match="greedy vs sampled"):
         gate(sampled, a)
 
@@ -162,8 +169,8 @@ def test_bootstrap_is_deterministic_and_brackets_the_mean() -> None:
 def test_compare_cli_exit_codes(tmp_path: Path) -> None:
     qs = [f"q{i}" for i in range(30)]
     base, cand = tmp_path / "b.json", tmp_path / "c.json"
-    base.write_text(json.dumps(results_doc(dict.fromkeys(qs, 0.4), tmp_path)))
-    cand.write_text(json.dumps(results_doc(dict.fromkeys(qs, 0.6), tmp_path)))
+    write_results(results_doc(dict.fromkeys(qs, 0.4), tmp_path), base)
+    write_results(results_doc(dict.fromkeys(qs, 0.6), tmp_path), cand)
     run = [sys.executable, "-m", "qmd_ft", "compare"]
     ok = subprocess.run([*run, str(cand), str(base), "--json"], capture_output=True, text=True)
     assert ok.returncode == 0 and json.loads(ok.stdout)["passed"] is True
@@ -181,7 +188,7 @@ def test_project_eval_queries_file() -> None:
 def test_score_results_rescores_saved_completions(tmp_path: Path) -> None:
     qfile = tmp_path / "q.txt"
     qfile.write_text("docker volumes\n")
-    row = score_row(Query("docker volumes", "T", 1), GOOD) | {"reward": 0.1}
+    row = score_row(Query("docker volumes", "T", 1), GOOD).model_copy(update={"reward": 0.1})
     doc = build_results(
         [row],
         model="m",
@@ -205,7 +212,7 @@ def test_score_results_rescores_saved_completions(tmp_path: Path) -> None:
 
 
 def retrieval_doc(model: list[float], raw: list[float], metric: str = "ndcg@10") -> dict:
-    """An `eval --retrieval` document with per-query `metric` of the model and raw systems."""
+    """An `eval --retrieval` JSON object with per-query `metric` of the model and raw systems."""
     other = {"recall@5": 0.5, "recall@10": 0.5, "mrr": 0.5, "ndcg@10": 0.5}
     return {
         "corpus": {"notes": 3, "queries": len(model)},
@@ -217,12 +224,17 @@ def retrieval_doc(model: list[float], raw: list[float], metric: str = "ndcg@10")
     }
 
 
+def retrieval(model: list[float], raw: list[float]) -> RetrievalResults:
+    """`retrieval_doc` as the typed document the gate reads."""
+    return RetrievalResults.model_validate(retrieval_doc(model, raw))
+
+
 def test_retrieval_rules_need_expansions_that_help_and_do_not_regress(tmp_path: Path) -> None:
     qs = [f"q{i}" for i in range(30)]
     base = results_doc(dict.fromkeys(qs, 0.4), tmp_path)
     cand = results_doc(dict.fromkeys(qs, 0.6), tmp_path)
     pub = PublishConfig(bootstrap_samples=2000)
-    helps = retrieval_doc([0.6 + 0.01 * (i % 3) for i in range(30)], [0.5] * 30)
+    helps = retrieval([0.6 + 0.01 * (i % 3) for i in range(30)], [0.5] * 30)
     v = decide(
         pub,
         candidate=cand,
@@ -241,18 +253,18 @@ def test_retrieval_rules_need_expansions_that_help_and_do_not_regress(tmp_path: 
     assert vs_raw.numbers.candidate == pytest.approx(0.61) and vs_raw.numbers.ci_low > 0
     assert set(vs_raw.reported) == {"recall@10"}  # shown beside the gated metric
     # the issue's case: the rubric improves, search gets worse than no expansion at all
-    hurts = retrieval_doc([0.4] * 20 + [0.6] * 10, [0.5] * 30)
+    hurts = retrieval([0.4] * 20 + [0.6] * 10, [0.5] * 30)
     v = decide(pub, candidate=cand, baseline=base, baseline_source="t", candidate_retrieval=hurts)
     assert not v.passed
     assert v.rule("rubric_vs_deployed").status == "pass"  # type: ignore[union-attr]
     (reason,) = v.reasons
     assert reason.startswith("retrieval_vs_raw: ndcg@10 0.467 vs 0.500")
     # expansions that change nothing do not help search: the lower bound must be above 0
-    same = retrieval_doc([0.5] * 30, [0.5] * 30)
+    same = retrieval([0.5] * 30, [0.5] * 30)
     v = decide(pub, candidate=cand, baseline=None, baseline_source="t", candidate_retrieval=same)
     assert [r.status for r in v.rules] == ["skipped", "fail", "skipped"]
     # a regression beyond -0.01 against the deployed model, though still above raw
-    worse = retrieval_doc([0.55 + 0.01 * (i % 3) for i in range(30)], [0.5] * 30)
+    worse = retrieval([0.55 + 0.01 * (i % 3) for i in range(30)], [0.5] * 30)
     v = decide(
         pub,
         candidate=cand,
@@ -278,7 +290,7 @@ def test_retrieval_rules_need_expansions_that_help_and_do_not_regress(tmp_path: 
     v = decide(strict, candidate=cand, baseline=base, baseline_source="t")
     assert not v.passed and "no retrieval results for the candidate" in v.reasons[0]
     with pytest.raises(UserError, match="different corpora"):
-        other = retrieval_doc([0.5] * 29, [0.5] * 29)
+        other = retrieval([0.5] * 29, [0.5] * 29)
         decide(
             pub,
             candidate=cand,
@@ -309,8 +321,8 @@ def test_one_interval_for_rubric_and_retrieval(tmp_path: Path) -> None:
 def test_compare_cli_reads_the_verdict(tmp_path: Path) -> None:
     qs = [f"q{i}" for i in range(30)]
     base, cand = tmp_path / "b.json", tmp_path / "c.json"
-    base.write_text(json.dumps(results_doc(dict.fromkeys(qs, 0.4), tmp_path)))
-    cand.write_text(json.dumps(results_doc(dict.fromkeys(qs, 0.6), tmp_path)))
+    write_results(results_doc(dict.fromkeys(qs, 0.4), tmp_path), base)
+    write_results(results_doc(dict.fromkeys(qs, 0.6), tmp_path), cand)
     rc = tmp_path / "rc.json"
     rc.write_text(json.dumps(retrieval_doc([0.4] * 30, [0.5] * 30)))
     run = [sys.executable, "-m", "qmd_ft", "compare", str(cand), str(base)]
@@ -389,23 +401,29 @@ def test_card_shows_both_evals_and_every_rule(tmp_path: Path) -> None:
     from qmd_ft.publish.card import commit_message, render_card
 
     qs = ["docker volumes"]
-    sampled = results_doc(dict.fromkeys(qs, 0.7), tmp_path)
-    sampled["summary"] = {
+    summary = {
         "n": 1,
         "mean_reward": 0.7,
         "mean_percentage": 70.0,
         "ratings": {"Good": 1},
         "categories": {"T": 0.7},
-        "samples": {"k": 3, "mean_rewards": [0.8, 0.7, 0.6], "std": 0.0816},
     }
-    sampled["provenance"] = {
-        "model": "out/gguf/merged-Q4_K_M.gguf",
-        "backend": "gguf",
-        "sampling": {"temperature": 0.7, "top_k": 20, "top_p": 0.8, "samples": 3, "seed": 0},
-    }
-    greedy = {**sampled, "summary": {**sampled["summary"], "mean_reward": 0.75}}
-    greedy["summary"].pop("samples")
-    greedy["provenance"] = {"model": "out/merged", "backend": "cuda"}
+    sampled = results_doc(
+        dict.fromkeys(qs, 0.7),
+        tmp_path,
+        summary={**summary, "samples": {"k": 3, "mean_rewards": [0.8, 0.7, 0.6], "std": 0.0816}},
+        provenance={
+            "model": "out/gguf/merged-Q4_K_M.gguf",
+            "backend": "gguf",
+            "sampling": {"temperature": 0.7, "top_k": 20, "top_p": 0.8, "samples": 3, "seed": 0},
+        },
+    )
+    greedy = results_doc(
+        dict.fromkeys(qs, 0.7),
+        tmp_path,
+        summary={**summary, "mean_reward": 0.75},
+        provenance={"model": "out/merged", "backend": "cuda"},
+    )
     numbers = Interval(
         candidate=0.61,
         baseline=0.65,
@@ -455,16 +473,16 @@ def test_a_deployed_eval_generated_differently_is_redone(tmp_path: Path) -> None
     greedy = tmp_path / "greedy.json"
     write_results(results_doc({"q": 0.5}, tmp_path), greedy)
     reg.upload("o/r", {EVAL_FILE: greedy, "config.json": model / "config.json"}, "deploy")
-    sampled = results_doc({"q": 0.6}, tmp_path)
-    sampled["provenance"] = {"sampling": {"temperature": 0.7, "samples": 3}}
+    sampling = {"temperature": 0.7, "samples": 3}
+    sampled = results_doc({"q": 0.6}, tmp_path, provenance={"sampling": sampling})
     calls: list[Path] = []
 
-    def evaluate(path: Path, candidate: dict) -> dict:
+    def evaluate(path: Path, candidate: EvalResults) -> EvalResults:
         calls.append(path)
-        return {**results_doc({"q": 0.4}, tmp_path), "provenance": candidate["provenance"]}
+        return results_doc({"q": 0.4}, tmp_path, provenance=candidate.provenance)
 
     doc, source = baseline_results(reg, "o/r", sampled, evaluate)
-    assert calls == [tmp_path / "reg/o/r"] and doc["results"][0]["reward"] == 0.4
+    assert calls == [tmp_path / "reg/o/r"] and doc and doc.results[0].reward == 0.4
     assert source == "evaluated deployed model (its eval_results.json was generated differently)"
     doc, source = baseline_results(reg, "o/r", results_doc({"q": 0.6}, tmp_path), evaluate)
     assert len(calls) == 1 and source == "local:o/r/eval_results.json"

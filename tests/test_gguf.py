@@ -411,8 +411,8 @@ def test_eval_picks_gguf_backend_for_gguf_files(exported: BuildResult, tmp_path:
     queries.write_text("# Technical\nrust error handling\nnginx reverse proxy\n")
     path = str(_path(exported, "q4_k_m"))
     results = run_eval(path, [], queries, EvalConfig(max_new_tokens=16))
-    assert results["summary"]["n"] == 2
-    assert results["provenance"]["backend"] == "gguf"
+    assert results.need_summary().n == 2
+    assert results.provenance.backend == "gguf"
 
 
 def test_gguf_backend_refuses_training_and_adapters(written: BuildResult) -> None:

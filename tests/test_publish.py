@@ -13,7 +13,7 @@ from fake_hub import FakeHub
 
 from qmd_ft.config import EvalConfig
 from qmd_ft.errors import UserError
-from qmd_ft.evaluation import build_results, write_results
+from qmd_ft.evaluation import EvalRow, build_results, write_results
 from qmd_ft.publish.registry import LocalRegistry, check_repo_name
 
 TOKEN = "hf_TESTSECRETtoken0123456789"
@@ -32,14 +32,14 @@ def make_results(tmp: Path, model: Path, reward: float, name: str) -> Path:
     qfile = tmp / "queries.txt"
     qfile.write_text("# T\n" + "\n".join(f"q{i}" for i in range(20)) + "\n")
     rows = [
-        {
-            "query": f"q{i}",
-            "category": "T",
-            "completion": "lex: a",
-            "reward": reward,
-            "percentage": reward * 100,
-            "rating": "Good",
-        }
+        EvalRow(
+            query=f"q{i}",
+            category="T",
+            completion="lex: a",
+            reward=reward,
+            percentage=reward * 100,
+            rating="Good",
+        )
         for i in range(20)
     ]
     doc = build_results(
@@ -52,7 +52,6 @@ def make_results(tmp: Path, model: Path, reward: float, name: str) -> Path:
         device="cpu",
         seconds=0.1,
     )
-    doc["results"] = rows
     path = tmp / name
     write_results(doc, path)
     return path

@@ -291,13 +291,13 @@ def test_tiny_model_expansions_run_end_to_end(embedder, tiny_model_dir, tmp_path
 
     indexes = build_indexes(eval_dir / "notes", embedder)
     result = run_retrieval_eval(expansions, eval_dir=eval_dir, indexes=indexes, n_resamples=500)
-    assert set(result["systems"]) == {"raw", "model", "gold"}
-    assert result["missing_expansions"] == {"model": ["kw03"], "gold": []}
-    assert result["corpus"]["queries"] == 3
-    row = next(r for r in result["per_query"] if r["id"] == "kw03")
-    assert row["model"]["top10"] == row["raw"]["top10"]  # no expansion: the raw search
-    assert set(result["comparisons"]) == {"model_vs_raw", "gold_vs_raw"}
-    json.dumps(result)  # the CLI writes it as JSON
+    assert set(result.systems) == {"raw", "model", "gold"}
+    assert result.missing_expansions == {"model": ["kw03"], "gold": []}
+    assert result.corpus is not None and result.corpus.queries == 3
+    row = next(r for r in result.per_query if r.id == "kw03")
+    assert row.model and row.raw and row.model.top10 == row.raw.top10  # no expansion: raw search
+    assert set(result.comparisons) == {"model_vs_raw", "gold_vs_raw"}
+    assert json.loads(json.dumps(result.to_json()))["per_query"][0]["raw"]["recall@10"] >= 0
 
 
 @pytest.mark.slow
@@ -306,13 +306,13 @@ def test_gold_expansions_beat_raw_queries_on_the_full_corpus(embedder) -> None:
 
     indexes = build_indexes(EVAL_DIR / "notes", embedder)
     result = run_retrieval_eval(None, indexes=indexes)
-    raw, gold = result["systems"]["raw"]["mean"], result["systems"]["gold"]["mean"]
-    delta = result["comparisons"]["gold_vs_raw"]["recall@10"]
+    raw, gold = result.systems["raw"].mean, result.systems["gold"].mean
+    delta = result.comparisons["gold_vs_raw"]["recall@10"]
     print(
-        f"recall@10 raw {raw['recall@10']:.3f} gold {gold['recall@10']:.3f} "
-        f"delta {delta['mean_delta']:+.3f} CI [{delta['ci_low']:+.3f}, {delta['ci_high']:+.3f}]"
+        f"recall@10 raw {raw.recall_at_10:.3f} gold {gold.recall_at_10:.3f} "
+        f"delta {delta.mean_delta:+.3f} CI [{delta.ci_low:+.3f}, {delta.ci_high:+.3f}]"
     )
-    assert delta["mean_delta"] >= 0.05
-    assert delta["ci_low"] > 0
-    assert gold["ndcg@10"] > raw["ndcg@10"]
-    assert gold["mrr"] > raw["mrr"]
+    assert delta.mean_delta >= 0.05
+    assert delta.ci_low > 0
+    assert gold.ndcg_at_10 > raw.ndcg_at_10
+    assert gold.mrr > raw.mrr

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from qmd_ft.cli.common import config_or_defaults, print_json
 from qmd_ft.cli.options import ConfigOpt, JsonOpt, SetOpt
 from qmd_ft.cli.render import print_gate
-from qmd_ft.errors import UserError
 from qmd_ft.evaluation import load_results
+from qmd_ft.retrieval.results import load_retrieval_results
 
 
 def compare_cmd(
@@ -43,8 +42,12 @@ def compare_cmd(
         candidate=load_results(candidate),
         baseline=load_results(baseline),
         baseline_source=str(baseline),
-        candidate_retrieval=_read_json(retrieval_candidate) if retrieval_candidate else None,
-        baseline_retrieval=_read_json(retrieval_baseline) if retrieval_baseline else None,
+        candidate_retrieval=(
+            load_retrieval_results(retrieval_candidate) if retrieval_candidate else None
+        ),
+        baseline_retrieval=(
+            load_retrieval_results(retrieval_baseline) if retrieval_baseline else None
+        ),
     )
     if json_:
         print_json(verdict.to_dict())
@@ -52,10 +55,3 @@ def compare_cmd(
         print_gate(verdict)
     if not verdict.passed:
         raise typer.Exit(1)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: cannot read JSON ({e})") from e

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -25,6 +25,7 @@ from qmd_ft.cli.progress import progress_bars
 from qmd_ft.config import Config
 from qmd_ft.errors import UserError
 from qmd_ft.evaluation import (
+    EvalResults,
     backend_for,
     run_eval,
     run_sampled_eval,
@@ -36,41 +37,40 @@ from qmd_ft.progress import counter
 from qmd_ft.queries import read_queries
 
 
-def print_results(data: dict[str, Any], verbose: bool) -> None:
+def print_results(data: EvalResults, verbose: bool) -> None:
     """Per-query scores with sub-scores, then the summary."""
-    table = Table(title=f"eval: {data['provenance']['model']}")
+    table = Table(title=f"eval: {data.provenance.model}")
     for col in ("category", "query", "fmt", "div", "hyde", "qual", "ent", "think", "%", "rating"):
         table.add_column(col, overflow="fold")
-    for r in data["results"]:
+    for r in data.results:
         table.add_row(
-            r["category"],
-            r["query"],
-            *(str(r[k]) for k in ("format", "diversity", "hyde", "quality", "entity")),
-            str(r["think_bonus"]),
-            f"{r['percentage']:.1f}",
-            r["rating"],
+            r.category,
+            r.query,
+            *(str(v) for v in (r.format, r.diversity, r.hyde, r.quality, r.entity)),
+            str(r.think_bonus),
+            f"{r.percentage:.1f}",
+            r.rating,
         )
     console.print(table)
     if verbose:
-        for r in data["results"]:
-            plain(f"\n{r['query']}  →  {r['percentage']:.1f}% {r['rating']}")
-            plain("  entities: " + (", ".join(r["entities"]) or "-"))
-            for d in r["deductions"]:
+        for r in data.results:
+            plain(f"\n{r.query}  →  {r.percentage:.1f}% {r.rating}")
+            plain("  entities: " + (", ".join(r.entities) or "-"))
+            for d in r.deductions:
                 plain(f"  - {d}")
-            plain("  " + r["completion"].replace("\n", "\n  "))
-    s = data["summary"]
-    hist = ", ".join(f"{k} {v}" for k, v in s["ratings"].items())
+            plain("  " + r.completion.replace("\n", "\n  "))
+    s = data.need_summary()
+    hist = ", ".join(f"{k} {v}" for k, v in s.ratings.items())
     console.print(
-        f"mean reward {s['mean_reward']:.4f} ({s['mean_percentage']:.1f}%) on {s['n']} "
-        f"queries; {hist}"
+        f"mean reward {s.mean_reward:.4f} ({s.mean_percentage:.1f}%) on {s.n} queries; {hist}"
     )
-    if samples := s.get("samples"):
-        runs = ", ".join(f"{m:.4f}" for m in samples["mean_rewards"])
-        console.print(f"{samples['k']} sampled runs: mean reward {runs} (sd {samples['std']:.4f})")
+    if samples := s.samples:
+        runs = ", ".join(f"{m:.4f}" for m in samples.mean_rewards)
+        console.print(f"{samples.k} sampled runs: mean reward {runs} (sd {samples.std:.4f})")
     cats = Table(title="per category")
     cats.add_column("category")
     cats.add_column("mean reward")
-    for c, v in s["categories"].items():
+    for c, v in s.categories.items():
         cats.add_row(c, f"{v:.4f}")
     console.print(cats)
 
@@ -160,7 +160,7 @@ def eval_(
     if out:
         write_results(data, out)
     if json_:
-        print_json(data)
+        print_json(data.to_json())
         return
     print_results(data, verbose)
     if out:
@@ -193,22 +193,21 @@ def _eval_retrieval(
     if out:
         write_results(data, out)
     if json_:
-        print_json(data)
+        print_json(data.to_json())
         return
-    table = Table(
-        title=f"retrieval ({data['corpus']['notes']} notes, {data['corpus']['queries']} queries)"
-    )
+    corpus = data.corpus
+    assert corpus is not None  # retrieval_eval always records it
+    table = Table(title=f"retrieval ({corpus.notes} notes, {corpus.queries} queries)")
     table.add_column("system")
-    metrics = list(data["systems"]["raw"]["mean"])
+    metrics = list(data.systems["raw"].mean.as_dict())
     for m in metrics:
         table.add_column(m)
-    for name, summary in data["systems"].items():
-        table.add_row(name, *(f"{summary['mean'][m]:.3f}" for m in metrics))
+    for name, summary in data.systems.items():
+        table.add_row(name, *(f"{summary.mean.value(m):.3f}" for m in metrics))
     console.print(table)
-    for name, comp in data["comparisons"].items():
+    for name, comp in data.comparisons.items():
         parts = [
-            f"{m} {c['mean_delta']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
-            for m, c in comp.items()
+            f"{m} {c.mean_delta:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}]" for m, c in comp.items()
         ]
         console.print(f"{name}: " + "; ".join(parts))
     if out:

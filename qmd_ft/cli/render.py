@@ -20,13 +20,13 @@ def print_gate(verdict: Verdict) -> None:
         for col in ("query", "candidate", "baseline", "delta"):
             table.add_column(col, overflow="fold")
         for row in verdict.per_query:
-            if row["delta"]:
-                style = "green" if row["delta"] > 0 else "red"
+            if row.delta:
+                style = "green" if row.delta > 0 else "red"
                 table.add_row(
-                    row["query"],
-                    str(row["candidate"]),
-                    str(row["baseline"]),
-                    f"[{style}]{row['delta']:+.2f}[/{style}]",
+                    row.query,
+                    str(row.candidate),
+                    str(row.baseline),
+                    f"[{style}]{row.delta:+.2f}[/{style}]",
                 )
         console.print(table)
     console.print(gate_table(verdict))

@@ -61,15 +61,16 @@ def score(
     if results is not None:
         doc = rescore(load_results(results))
         if json_:
-            print_json(doc)
+            print_json(doc.to_json())
             return
-        rows = [(r["query"], reward.score(r["query"], r["completion"])) for r in doc["results"]]
+        rows = [(r.query, reward.score(r.query, r.completion)) for r in doc.results]
         console.print(_table(rows, f"{results}: re-scored with rubric {reward.RUBRIC_VERSION}"))
-        s, info = doc["summary"], doc["rescored"]
+        s, info = doc.need_summary(), doc.rescored
+        assert info is not None  # rescore records it
         console.print(
-            f"{s['n']} completion(s), mean reward {s['mean_reward']:.4f}; "
-            f"{info['rows_changed']} row(s) changed vs the saved scores (rubric "
-            f"{info['from_rubric']})"
+            f"{s.n} completion(s), mean reward {s.mean_reward:.4f}; "
+            f"{info.rows_changed} row(s) changed vs the saved scores (rubric "
+            f"{info.from_rubric})"
         )
         return
     if file is None:

@@ -17,14 +17,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from qmd_ft.backend import TrainRequest, get_backend
 from qmd_ft.config import Config
 from qmd_ft.data.prepare import inputs_hash, prepare
 from qmd_ft.data.reader import resolve_paths
 from qmd_ft.errors import UserError
-from qmd_ft.evaluation import load_results, model_hash, run_eval, run_sampled_eval, write_results
+from qmd_ft.evaluation import (
+    EvalResults,
+    load_results,
+    model_hash,
+    run_eval,
+    run_sampled_eval,
+    write_results,
+)
 from qmd_ft.gate import Verdict
 from qmd_ft.manifest import file_sha256
 from qmd_ft.pipeline.state import StageResult, StateStore, stage_hash
@@ -40,12 +47,16 @@ from qmd_ft.publish.release import (
     plan_release,
 )
 from qmd_ft.queries import read_queries
+from qmd_ft.results import ExportedFrom
+from qmd_ft.retrieval.results import RetrievalResults
 from qmd_ft.train.checks import preflight
 from qmd_ft.train.plan import Planned, train_request
 from qmd_ft.train.run import train_stage
 
 if TYPE_CHECKING:
     from qmd_ft.retrieval.run import Indexes
+
+ResultsDoc = TypeVar("ResultsDoc", EvalResults, RetrievalResults)
 
 GREEDY_FILE = "greedy_results.json"
 """The merged model's greedy eval, kept beside the gate's sampled GGUF eval for the card."""
@@ -342,23 +353,25 @@ class Pipeline:
         out = self.eval_dir
         if out.exists():
             shutil.rmtree(out)  # no retrieval file of an earlier model may stay beside it
-        key = f"greedy mean reward {greedy['summary']['mean_reward']:.4f}"
+        key = f"greedy mean reward {greedy.need_summary().mean_reward:.4f}"
         if serving is None:
             write_results(greedy, out / EVAL_FILE)
         else:
             write_results(greedy, out / GREEDY_FILE)
             sampled = self.serving_evaluator(Path(merged))
             write_results(sampled, out / EVAL_FILE)
-            spread = sampled["summary"]["samples"]
+            summary = sampled.need_summary()
+            spread = summary.samples
+            assert spread is not None  # run_sampled_eval sets it
             key += (
-                f"; {self.cfg.serving.quant} sampled {sampled['summary']['mean_reward']:.4f} "
-                f"(sd {spread['std']:.4f} over {spread['k']})"
+                f"; {self.cfg.serving.quant} sampled {summary.mean_reward:.4f} "
+                f"(sd {spread.std:.4f} over {spread.k})"
             )
         if self.with_retrieval:
             found = self.retrieval_evaluator(Path(merged))
             write_results(found, out / RETRIEVAL_FILE)
-            mean = found["systems"]["model"]["mean"]
-            key += f"; recall@10 {mean['recall@10']:.3f}, ndcg@10 {mean['ndcg@10']:.3f}"
+            mean = found.systems["model"].mean
+            key += f"; recall@10 {mean.recall_at_10:.3f}, ndcg@10 {mean.ndcg_at_10:.3f}"
         return StageResult("eval", str(out), key, inputs=inputs)
 
     def _serving_gguf(self, model: Path) -> Path:
@@ -377,15 +390,14 @@ class Pipeline:
         built = build(Path(model), out, [quant], verify=False, on_event=self.on_progress)
         return built.files[0].path
 
-    def _exported_from(self, doc: dict[str, Any], model: Path) -> dict[str, Any]:
+    def _exported_from(self, doc: ResultsDoc, model: Path) -> ResultsDoc:
         """Record which model the scored GGUF was exported from (publish checks this hash)."""
-        doc["provenance"]["exported_from"] = {
-            "model": str(model),
-            "model_sha256": model_hash(str(model)),
-        }
+        doc.provenance.exported_from = ExportedFrom(
+            model=str(model), model_sha256=model_hash(str(model))
+        )
         return doc
 
-    def serving_evaluator(self, model: Path, candidate: dict[str, Any] | None = None) -> dict:
+    def serving_evaluator(self, model: Path, candidate: EvalResults | None = None) -> EvalResults:
         """`model` (a merged dir) scored as served: its serving GGUF, sampled k times."""
         qfile = Path(self.cfg.eval.queries)
         queries = read_queries(qfile)
@@ -410,7 +422,7 @@ class Pipeline:
             return self.serving_evaluator
         return harness_evaluator(self.backend, self.cfg.eval, self.device, self.on_progress)
 
-    def retrieval_evaluator(self, model: Path) -> dict[str, Any]:
+    def retrieval_evaluator(self, model: Path) -> RetrievalResults:
         """`model`'s retrieval results, generated the way the gate's evals are."""
         if not self.cfg.serving.enabled:
             evaluate = harness_retrieval_evaluator(
@@ -449,7 +461,7 @@ class Pipeline:
             self.retrieval_evaluator,
         )
         path = self.out / "compare" / "verdict.json"
-        write_results(verdict.to_dict(), path)
+        write_results(verdict, path)
         return StageResult("compare", str(path), verdict.headline(), verdict=verdict)
 
     @property

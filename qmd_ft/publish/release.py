@@ -11,17 +11,16 @@ main one landed), the main repo is left as it is and only the twin is (re)publis
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from qmd_ft.config import EvalConfig, ModelConfig, PublishConfig
 from qmd_ft.errors import UserError
-from qmd_ft.evaluation import load_results, model_hash, run_eval, write_results
+from qmd_ft.evaluation import EvalResults, load_results, model_hash, run_eval, write_results
 from qmd_ft.gate import Verdict, decide
 from qmd_ft.manifest import MANIFEST, file_sha256, origin_model, read_manifest
 from qmd_ft.progress import ProgressFn, counter
@@ -33,6 +32,7 @@ from qmd_ft.publish.registry import (
     Registry,
     check_repo_name,
 )
+from qmd_ft.retrieval.results import RetrievalResults, load_retrieval_results
 
 if TYPE_CHECKING:
     from qmd_ft.retrieval.run import Indexes
@@ -40,10 +40,10 @@ if TYPE_CHECKING:
 GREEDY_EVAL_FILE = "eval_results_greedy.json"
 """The merged model's greedy eval, shipped beside a sampled (served-GGUF) gate eval."""
 
-EvaluateDeployed = Callable[[Path, dict[str, Any]], dict[str, Any]]
+EvaluateDeployed = Callable[[Path, EvalResults], EvalResults]
 """(deployed model dir, candidate results) → results of the deployed model, same harness."""
 
-EvaluateDeployedRetrieval = Callable[[Path], dict[str, Any]]
+EvaluateDeployedRetrieval = Callable[[Path], RetrievalResults]
 """Deployed model dir → its `eval --retrieval` results, same harness as the candidate's."""
 
 
@@ -82,15 +82,15 @@ def harness_evaluator(
 ) -> EvaluateDeployed:
     """Evaluate the deployed model exactly as the candidate was: same queries and settings."""
 
-    def evaluate(path: Path, candidate: dict[str, Any]) -> dict[str, Any]:
-        prov = candidate["provenance"]
-        qfile = Path(prov["queries_file"])
+    def evaluate(path: Path, candidate: EvalResults) -> EvalResults:
+        prov = candidate.provenance
+        qfile = Path(prov.queries_file or "")
         if not qfile.is_file():
             raise UserError(
                 f"{qfile}: the candidate's queries file is needed to eval the deployed model"
             )
-        settings = gen.model_copy(update=prov["generation"])
-        total = candidate["summary"]["n"]
+        settings = gen.model_copy(update=prov.generation)
+        total = len(candidate.results)
         return run_eval(
             str(path),
             [],
@@ -116,7 +116,7 @@ def harness_retrieval_evaluator(
     evaluates several models embeds the notes once.
     """
 
-    def evaluate(path: Path) -> dict[str, Any]:
+    def evaluate(path: Path) -> RetrievalResults:
         from qmd_ft.retrieval.cli_eval import retrieval_eval
 
         built = indexes() if indexes is not None else None
@@ -151,10 +151,10 @@ def _assert_no_secret(texts: list[str]) -> None:
 def baseline_results(
     registry: Registry,
     repo: str,
-    candidate: dict[str, Any],
+    candidate: EvalResults,
     evaluate_deployed: EvaluateDeployed,
     revision: str | None = None,
-) -> tuple[dict[str, Any] | None, str]:
+) -> tuple[EvalResults | None, str]:
     """The deployed model's eval (at `revision`, default the latest): its published results
     file when generated like the candidate's, else a fresh eval, else none."""
     path = registry.fetch_file(repo, EVAL_FILE, revision)
@@ -169,31 +169,30 @@ def baseline_results(
     return None, "nothing deployed yet"
 
 
-def same_generation(a: dict[str, Any], b: dict[str, Any]) -> bool:
+def same_generation(a: EvalResults | RetrievalResults, b: EvalResults | RetrievalResults) -> bool:
     """Whether two results were generated alike (both greedy, or the same sampling)."""
-    return (a.get("provenance") or {}).get("sampling") == (b.get("provenance") or {}).get(
-        "sampling"
-    )
+    return a.provenance.sampling == b.provenance.sampling
 
 
-def produced_from(doc: dict[str, Any], model: Path) -> bool:
+def produced_from(doc: EvalResults | RetrievalResults, model: Path) -> bool:
     """Whether a results document scores `model`, or a GGUF exported from it."""
-    prov = doc.get("provenance") or {}
-    exported = prov.get("exported_from") or {}
-    return model_hash(str(model)) in (prov.get("model_sha256"), exported.get("model_sha256"))
+    prov = doc.provenance
+    exported = prov.exported_from.model_sha256 if prov.exported_from else None
+    return model_hash(str(model)) in (prov.model_sha256, exported)
 
 
 def baseline_retrieval(
     registry: Registry,
     repo: str,
-    candidate: dict[str, Any],
+    candidate: RetrievalResults,
     evaluate: EvaluateDeployedRetrieval | None,
     revision: str | None = None,
-) -> dict[str, Any] | None:
+) -> RetrievalResults | None:
     """The deployed model's retrieval results: its published file (when generated like the
     candidate's), else a fresh run, else none."""
     path = registry.fetch_file(repo, RETRIEVAL_FILE, revision)
-    if path is not None and same_generation(published := _read_json(path), candidate):
+    published = load_retrieval_results(path) if path is not None else None
+    if published is not None and same_generation(published, candidate):
         return published
     if evaluate is not None and registry.exists(repo, revision):
         return evaluate(registry.download(repo, revision))
@@ -204,8 +203,8 @@ def judge(
     publish: PublishConfig,
     registry: Registry,
     repo: str,
-    candidate: dict[str, Any],
-    candidate_retrieval: dict[str, Any] | None,
+    candidate: EvalResults,
+    candidate_retrieval: RetrievalResults | None,
     evaluate_deployed: EvaluateDeployed,
     evaluate_deployed_retrieval: EvaluateDeployedRetrieval | None = None,
     revision: str | None = None,
@@ -228,16 +227,9 @@ def judge(
     )
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: cannot read JSON ({e})") from e
-
-
-def load_retrieval(path: Path, model: Path) -> dict[str, Any]:
+def load_retrieval(path: Path, model: Path) -> RetrievalResults:
     """A candidate's `eval --retrieval` results, checked to come from this model."""
-    doc = _read_json(path)
+    doc = load_retrieval_results(path)
     if not produced_from(doc, model):
         raise UserError(f"{path} was not produced from {model} (model hash differs)")
     return doc

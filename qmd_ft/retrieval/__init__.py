@@ -10,7 +10,8 @@ searched the way QMD searches it, and the rankings are scored against graded jud
   plain transformers (mean pooling, L2 normalisation); sentence-transformers is not needed.
 - `search`: raw query only, or query + expansion, fused by QMD's weighted RRF (k=60).
 - `metrics`: recall@5/10, MRR, nDCG@10 with graded gains, paired bootstrap intervals.
-- `run`: `run_retrieval_eval`, the whole evaluation as one JSON-ready results dict.
+- `run`: `run_retrieval_eval`, the whole evaluation as one `RetrievalResults` document.
+- `results`: that document's pydantic models (metrics keyed `recall@10` as in the JSON file).
 
 Heavy packages (numpy, torch, transformers) are imported inside functions only, so importing
 this package costs nothing on machines that never run the evaluation.

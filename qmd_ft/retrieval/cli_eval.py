@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from qmd_ft import prompt
 from qmd_ft.config import EvalConfig, ServingConfig
 from qmd_ft.evaluation import backend_for, model_hash, sampled_settings, sampling_record
+from qmd_ft.retrieval.results import RetrievalProvenance, RetrievalResults
 
 if TYPE_CHECKING:
     from qmd_ft.retrieval.run import Indexes
@@ -28,7 +29,7 @@ def retrieval_eval(
     eval_dir: Path | None = None,
     indexes: Indexes | None = None,
     serving: ServingConfig | None = None,
-) -> dict[str, Any]:
+) -> RetrievalResults:
     """Expansions from the model for every judged query, scored by retrieval.
 
     `indexes`: corpus indexes already built over `eval_dir/notes` (reused across models).
@@ -56,15 +57,15 @@ def retrieval_eval(
     result = run_retrieval_eval(
         samples[0] if serving is None else samples, eval_dir=root, indexes=indexes
     )
-    result["provenance"] = {
-        "model": model,
-        "model_sha256": model_hash(model),
-        "adapters": adapters,
-        "backend": name,
-        "generation": settings[0].model_dump(),
-        "generation_seconds": round(seconds, 2),
-    }
+    provenance = RetrievalProvenance(
+        model=model,
+        model_sha256=model_hash(model),
+        adapters=adapters,
+        backend=name,
+        generation=settings[0].model_dump(),
+        generation_seconds=round(seconds, 2),
+    )
     if serving is not None:
-        result["provenance"]["sampling"] = sampling_record(serving)
-    result["expansions"] = samples[0] if serving is None else samples
-    return result
+        provenance.sampling = sampling_record(serving)
+    expansions = samples[0] if serving is None else samples
+    return result.model_copy(update={"provenance": provenance, "expansions": expansions})

@@ -27,6 +27,15 @@ from qmd_ft.retrieval.index import (
     load_notes,
 )
 from qmd_ft.retrieval.metrics import METRICS, compare, mean_metrics, score_ranking
+from qmd_ft.retrieval.results import (
+    Corpus,
+    MetricComparison,
+    Metrics,
+    QueryRow,
+    RetrievalResults,
+    RetrievalSettings,
+    SystemSummary,
+)
 
 EVAL_DIR = defaults_root() / "evals" / "retrieval"
 """The shipped corpus: `notes/`, `queries.jsonl`, `gold_expansions.jsonl`."""
@@ -135,15 +144,22 @@ def _vector_texts(queries: list[Query], samples: list[Expansions] | None) -> lis
     return texts
 
 
-def _summary(queries: list[Query], rows: list[dict[str, float]]) -> dict[str, Any]:
+def _summary(
+    queries: list[Query], rows: list[dict[str, float]], sample_means: list[dict[str, float]]
+) -> SystemSummary:
+    """A system's mean, per-category means and, over several samples, each sample's mean."""
     categories = sorted({q.category for q in queries})
-    return {
-        "mean": mean_metrics(rows),
-        "by_category": {
-            c: mean_metrics([r for q, r in zip(queries, rows, strict=True) if q.category == c])
-            for c in categories
-        },
+    by_category = {
+        c: mean_metrics([r for q, r in zip(queries, rows, strict=True) if q.category == c])
+        for c in categories
     }
+    summary = SystemSummary(
+        mean=Metrics.model_validate(mean_metrics(rows)),
+        by_category={c: Metrics.model_validate(m) for c, m in by_category.items()},
+    )
+    if len(sample_means) > 1:
+        summary.sample_means = [Metrics.model_validate(m) for m in sample_means]
+    return summary
 
 
 def run_retrieval_eval(
@@ -154,7 +170,7 @@ def run_retrieval_eval(
     indexes: Indexes | None = None,
     n_resamples: int = 10_000,
     seed: int = 0,
-) -> dict[str, Any]:
+) -> RetrievalResults:
     """Score raw queries, the given expansions (if any) and the gold expansions (if asked).
 
     `expansions` maps query id to a model's output text, or is a list of such maps (k sampled
@@ -162,7 +178,7 @@ def run_retrieval_eval(
     each run's means); a query a map lacks is searched raw and listed under
     `missing_expansions[system]`, so a partial run cannot pass as a full one.
     `indexes` reuses indexes already built over `eval_dir / "notes"` (tests, benchmarks).
-    Returns a JSON-ready dict: `systems` (mean and per-category metrics), `comparisons`
+    Returns the document: `systems` (mean and per-category metrics), `comparisons`
     (`model_vs_raw`, `gold_vs_raw`: mean delta, bootstrap CI, wins/losses per metric),
     `per_query` rows with each system's metrics and top 10, and `timings`.
     """
@@ -185,7 +201,10 @@ def run_retrieval_eval(
 
     raw_rows = results["raw"][0]
     comparisons = {
-        f"{name}_vs_raw": compare(rows, raw_rows, n_resamples=n_resamples, seed=seed)
+        f"{name}_vs_raw": {
+            metric: MetricComparison.model_validate(c)
+            for metric, c in compare(rows, raw_rows, n_resamples=n_resamples, seed=seed).items()
+        }
         for name, (rows, _, _) in results.items()
         if name != "raw"
     }
@@ -196,38 +215,37 @@ def run_retrieval_eval(
             row[name] = {**rows[i], "top10": rankings[i][:10]}
             if name != "raw":
                 row[f"delta_{name}"] = {m: rows[i][m] - raw_rows[i][m] for m in METRICS}
-        per_query.append(row)
+        per_query.append(QueryRow.model_validate(row))
 
     n_searches = len(queries) * len(systems)
-    return {
-        "corpus": {
-            "notes": indexes.notes,
-            "queries": len(queries),
-            "embedding_model": EMBEDDING_MODEL,
-            "embedding_package": EMBEDDING_PACKAGE,
-        },
-        "settings": {
-            "rrf_k": search_mod.RRF_K,
-            "original_weight": search_mod.ORIGINAL_WEIGHT,
-            "expansion_weight": search_mod.EXPANSION_WEIGHT,
-            "list_limit": search_mod.LIST_LIMIT,
-            "bootstrap_resamples": n_resamples,
-            "seed": seed,
-        },
-        "missing_expansions": {
+    return RetrievalResults(
+        corpus=Corpus(
+            notes=indexes.notes,
+            queries=len(queries),
+            embedding_model=EMBEDDING_MODEL,
+            embedding_package=EMBEDDING_PACKAGE,
+        ),
+        settings=RetrievalSettings(
+            rrf_k=search_mod.RRF_K,
+            original_weight=search_mod.ORIGINAL_WEIGHT,
+            expansion_weight=search_mod.EXPANSION_WEIGHT,
+            list_limit=search_mod.LIST_LIMIT,
+            bootstrap_resamples=n_resamples,
+            seed=seed,
+        ),
+        missing_expansions={
             name: [q.id for q in queries if any(q.id not in e for e in exp)]
             for name, exp in systems.items()
             if exp is not None
         },
-        "systems": {
-            name: _summary(queries, rows) | ({"sample_means": means} if len(means) > 1 else {})
-            for name, (rows, _, means) in results.items()
+        systems={
+            name: _summary(queries, rows, means) for name, (rows, _, means) in results.items()
         },
-        "comparisons": comparisons,
-        "per_query": per_query,
-        "timings": {
+        comparisons=comparisons,
+        per_query=per_query,
+        timings={
             **indexes.seconds,
             "query_embedding": t1 - t0,
             "search_ms_per_query": (t2 - t1) / max(n_searches, 1) * 1000,
         },
-    }
+    )
