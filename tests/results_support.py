@@ -10,9 +10,7 @@ tests can check that today's code reads them losslessly and writes the same keys
 
 from __future__ import annotations
 
-import json
 import re
-import shutil
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -64,19 +62,9 @@ def fake_backend() -> Iterator[None]:
 
 def small_eval_dir(folder: Path) -> Path:
     """The shipped retrieval corpus cut to a few judged queries and their notes."""
-    from qmd_ft.retrieval.run import EVAL_DIR, load_queries
+    from retrieval_support import cut_eval_dir
 
-    queries = [q for q in load_queries(EVAL_DIR / "queries.jsonl") if q.id in RETRIEVAL_IDS]
-    keep = {name for q in queries for name in q.relevant}
-    keep |= set(sorted(p.name for p in (EVAL_DIR / "notes").glob("*.md"))[::40])
-    (folder / "notes").mkdir(parents=True)
-    for name in keep:
-        shutil.copy(EVAL_DIR / "notes" / name, folder / "notes" / name)
-    lines = (EVAL_DIR / "queries.jsonl").read_text(encoding="utf-8").splitlines()
-    rows = [line for line in lines if json.loads(line)["id"] in RETRIEVAL_IDS]
-    (folder / "queries.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    shutil.copy(EVAL_DIR / "gold_expansions.jsonl", folder / "gold_expansions.jsonl")
-    return folder
+    return cut_eval_dir(folder, RETRIEVAL_IDS, every=40)
 
 
 def write_all(folder: Path, work: Path) -> dict[str, Path]:

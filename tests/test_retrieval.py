@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from retrieval_support import cut_eval_dir
 
 from qmd_ft.retrieval import metrics
 from qmd_ft.retrieval.index import BM25Index, Note, VectorIndex, build_fts_query, load_notes
@@ -257,21 +256,6 @@ def test_embedder_is_normalised_and_semantic(embedder) -> None:
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2
 
 
-def _small_eval_dir(tmp_path: Path, query_ids: set[str]) -> Path:
-    """A copy of the corpus cut to the judged notes of a few queries plus 20 distractors."""
-    queries = [q for q in load_queries(EVAL_DIR / "queries.jsonl") if q.id in query_ids]
-    keep = {name for q in queries for name in q.relevant}
-    keep |= set(sorted(p.name for p in (EVAL_DIR / "notes").glob("*.md"))[::15])
-    (tmp_path / "notes").mkdir()
-    for name in keep:
-        shutil.copy(EVAL_DIR / "notes" / name, tmp_path / "notes" / name)
-    lines = (EVAL_DIR / "queries.jsonl").read_text(encoding="utf-8").splitlines()
-    rows = [line for line in lines if json.loads(line)["id"] in query_ids]
-    (tmp_path / "queries.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    shutil.copy(EVAL_DIR / "gold_expansions.jsonl", tmp_path / "gold_expansions.jsonl")
-    return tmp_path
-
-
 def test_tiny_model_expansions_run_end_to_end(embedder, tiny_model_dir, tmp_path) -> None:
     """A random model's output (mostly unroutable text) is scored without crashing."""
     transformers = pytest.importorskip("transformers")
@@ -279,7 +263,7 @@ def test_tiny_model_expansions_run_end_to_end(embedder, tiny_model_dir, tmp_path
     from qmd_ft.retrieval.run import run_retrieval_eval
 
     ids = {"vm01", "nl05", "kw03"}
-    eval_dir = _small_eval_dir(tmp_path, ids)
+    eval_dir = cut_eval_dir(tmp_path, ids, every=15)
     tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_model_dir)
     model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     queries = {q.id: q.query for q in load_queries(eval_dir / "queries.jsonl")}
