@@ -166,6 +166,9 @@ def test_cli_exits_1_when_the_gate_refuses(monkeypatch: pytest.MonkeyPatch) -> N
         backend, out = "cuda", Path("run")
         cfg = type("C", (), {"pipeline": type("P", (), {"stages": ["compare", "publish"]})})
 
+        def report_progress(self, on_progress) -> None:
+            pass
+
         def run(self, stages, on_stage) -> None:
             # the key says nothing about failing: the CLI must read the verdict, not the text
             on_stage(StageResult("compare", None, "done", verdict=verdict))
