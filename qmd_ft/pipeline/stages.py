@@ -356,6 +356,7 @@ class Pipeline:
             load_retrieval(ret, merged) if ret else None,
             self.evals.deployed,
             self.evals.retrieval,
+            model=merged,
         )
         path = self.out / "compare" / "verdict.json"
         write_results(verdict, path)
@@ -396,6 +397,11 @@ class Pipeline:
             )
             key = f"skipped: --no-publish (would publish to {plan.repo})"
             return StageResult("publish", None, key, verdict=plan.verdict)
+        if plan.deployed:  # a run again after the release: nothing new to commit
+            key = f"already published (commit {plan.parent})"
+            return StageResult(
+                "publish", f"{self.registry.name}:{plan.repo}", key, verdict=plan.verdict
+            )
         if not plan.passed:
             return StageResult(
                 "publish",
@@ -453,6 +459,9 @@ class Pipeline:
             )
         if not plan.deployed:
             return StageResult("publish_gguf", None, f"skipped: {plan.repo} does not serve it")
+        if plan.gguf_deployed:  # a run again after the release: nothing new to commit
+            key = f"already published (commit {plan.gguf_parent})"
+            return StageResult("publish_gguf", f"{self.registry.name}:{repo}", key)
         commit = execute(plan, self.registry)[-1]
         return StageResult("publish_gguf", f"{self.registry.name}:{repo}", commit)
 
