@@ -125,7 +125,7 @@ def run_demo(
     t0 = time.perf_counter()
     queries = read_queries(pipe.cfg.eval.queries)
     if pipe.cfg.serving.enabled:  # scored as the candidate will be: its GGUF, sampled
-        before = pipe.serving_evaluator(base)
+        before = pipe.evals.serving(base)
     else:
         before = run_eval(
             str(base),
@@ -138,7 +138,7 @@ def run_demo(
         )
     before_path = out / "eval_before.json"
     write_results(before, before_path)
-    retrieval_before = pipe.retrieval_evaluator(base)
+    retrieval_before = pipe.evals.retrieval(base)
     retrieval_before_path = out / "retrieval_before.json"
     write_results(retrieval_before, retrieval_before_path)
     registry = LocalRegistry(out / "registry")

@@ -12,7 +12,9 @@ paired comparison on the same queries with the same bootstrap interval (`qmd_ft.
   retrieval results (per metric in `publish.retrieval.vs_deployed`): lower bound >= the floor.
 
 A rule without its inputs is skipped (first release, no retrieval results) unless
-`publish.retrieval.required`, where a missing retrieval result fails the release. `Verdict` is
+`publish.retrieval.required`, where a missing retrieval result fails the release. When the
+deployed model is the candidate itself (a run again after its release), there is nothing to
+compare: the verdict is `already_deployed`, which passes and publishes nothing new. `Verdict` is
 the only place the decision is made; everything else reads `verdict.passed` and its rules.
 """
 
@@ -106,6 +108,8 @@ class Verdict(BaseModel):
     rules: list[RuleResult]
     per_query: list[QueryPoints] = []
     """Rubric points per query, when a deployed eval exists."""
+    deployed: bool = False
+    """The repo already serves this very candidate (`already_deployed`): the release is out."""
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -126,6 +130,8 @@ class Verdict(BaseModel):
         lead = ""
         if rubric and rubric.numbers:
             lead = f"{rubric.numbers.mean_delta:+.2f} points, "
+        if self.deployed:
+            return "ALREADY DEPLOYED: the deployed model is this candidate"
         failed = [f"{r.name} ({r.metric})" for r in self.rules if r.status == "fail"]
         return lead + ("PASS" if self.passed else "REFUSED: " + ", ".join(failed))
 
@@ -352,3 +358,17 @@ def decide(
     else:
         rules += retrieval_vs_deployed(candidate_retrieval, baseline_retrieval, publish)
     return Verdict(baseline_source=baseline_source, rules=rules, per_query=per_query)
+
+
+def already_deployed(baseline_source: str, model_sha256: str) -> Verdict:
+    """The verdict on a candidate the repo already serves (same model hash in its published
+    eval): the release is out, so it passes with nothing compared (a model against itself
+    scores a delta of 0, which the rubric rule would refuse)."""
+    rule = RuleResult(
+        name="already_deployed",
+        metric="model sha256",
+        requirement="the repo serves another model (else nothing to judge)",
+        status="pass",
+        reason=f"the deployed model is this candidate ({model_sha256[:12]})",
+    )
+    return Verdict(baseline_source=baseline_source, rules=[rule], deployed=True)

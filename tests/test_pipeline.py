@@ -8,7 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from qmd_ft.cli import app
 from qmd_ft.gate import RuleResult, Verdict
 from qmd_ft.gguf.runtime import runtime_available
 from qmd_ft.pipeline import STATE_FILE, StageResult, build_pipeline, gate_refused
@@ -24,17 +26,22 @@ VERIFIED = runtime_available()
 export.verify off and publishes no GGUF (only verified files are ever published)."""
 
 
+def settings(tmp: Path, *extra: str) -> list[str]:
+    """The --set items of the tests' pipeline runs: a run folder and registry in `tmp`."""
+    return [
+        f"pipeline.out={tmp / 'run'}",
+        f"publish.registry={tmp / 'reg'}",
+        "export.quants=[f16]",
+        "publish.retrieval.required=false",  # the retrieval gate has its own test below
+        *([] if VERIFIED else ["export.verify=false"]),
+        *extra,
+    ]
+
+
 def make(tmp: Path, tiny: Path, *extra: str, publish: bool = True, events=None):
     return build_pipeline(
         ROOT / "configs/demo/pipeline.yaml",
-        [
-            f"pipeline.out={tmp / 'run'}",
-            f"publish.registry={tmp / 'reg'}",
-            "export.quants=[f16]",
-            "publish.retrieval.required=false",  # the retrieval gate has its own test below
-            *([] if VERIFIED else ["export.verify=false"]),
-            *extra,
-        ],
+        settings(tmp, *extra),
         "cuda",
         device="cpu",
         max_steps=2,
@@ -87,20 +94,56 @@ def test_pipeline_runs_skips_and_reruns_what_changed(
     state = json.loads((tmp_path / "run" / STATE_FILE).read_text())
     assert all(v["status"] == "done" for k, v in state.items() if k in ("sft", "grpo", "eval"))
 
+    released = commits(tmp_path)
     again = run(make(tmp_path, tiny_model_dir))
     assert all(again[s].skipped for s in ("prepare", "sft", "grpo", "merge", "eval", "gguf")), again
+    # nothing changed: the deployed model is this candidate, so the release is already out
+    deployed = again["compare"].verdict
+    assert deployed is not None and deployed.deployed and deployed.passed
+    assert again["compare"].key.startswith("ALREADY DEPLOYED")
+    assert again["publish"].key == f"already published (commit {released[0][-1]})"
+    assert not gate_refused(list(again.values()))
+    assert commits(tmp_path) == released
 
-    changed = run(make(tmp_path, tiny_model_dir, "eval.max_new_tokens=64"))
-    assert all(changed[s].skipped for s in ("prepare", "sft", "grpo", "merge"))
-    assert not changed["eval"].skipped
-    # the same model evaluated again does not beat itself: the gate holds the release back
+    # the same through the command: exit 0, the table says so, still no new commit
+    items = [x for item in settings(tmp_path) for x in ("--set", item)]
+    cli = CliRunner().invoke(
+        app,
+        ["pipeline", "--config", str(ROOT / "configs/demo/pipeline.yaml"), "--backend", "cuda",
+         "--device", "cpu", "--max-steps", "2", "--model", str(tiny_model_dir), *items],
+        env={"COLUMNS": "200"},
+    )  # fmt: skip
+    assert cli.exit_code == 0, cli.output
+    assert "ALREADY DEPLOYED" in cli.output and "already_deployed" in cli.output
+    assert "already published (commit" in cli.output and "gate refused" not in cli.output
+    assert commits(tmp_path) == released
+
+    # another candidate (SFT retrained) is judged against the deployed model, as ever
+    never = ["sft:training.learning_rate=1e-3", "publish.min_delta=100"]  # no model clears it
+    changed = run(make(tmp_path, tiny_model_dir, *never))
+    assert changed["prepare"].skipped and not changed["merge"].skipped
     refused = changed["compare"].verdict
-    assert refused is not None and not refused.passed
+    assert refused is not None and not refused.deployed and not refused.passed
     assert refused.rule("rubric_vs_deployed").status == "fail"  # type: ignore[union-attr]
     assert "REFUSED: rubric_vs_deployed" in changed["compare"].key
     assert changed["publish"].key == "skipped: gate refused"
     assert changed["publish"].verdict is refused
     assert gate_refused(list(changed.values()))  # `qmd-ft pipeline` exits 1 on this
+    assert commits(tmp_path) == released
+
+
+def commits(tmp: Path) -> list[list[str]]:
+    """Each repo's commits in the tests' local registry (main repo, then its -gguf twin)."""
+    repos = [
+        tmp / "reg/local" / name
+        for name in ("qmd-query-expansion-tiny", "qmd-query-expansion-tiny-gguf")
+    ]
+    return [
+        [json.loads(line)["commit"] for line in (r / ".commits.jsonl").read_text().splitlines()]
+        if (r / ".commits.jsonl").is_file()
+        else []
+        for r in repos
+    ]
 
 
 def test_interrupted_training_stage_resumes(
@@ -153,9 +196,7 @@ def test_set_reaches_the_stage_configs_and_the_wiring_wins(tmp_path: Path, tiny_
 
 
 def test_cli_exits_1_when_the_gate_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
-    from typer.testing import CliRunner
-
-    from qmd_ft.cli import app, pipeline_cmd
+    from qmd_ft.cli import pipeline_cmd
 
     rule = RuleResult(
         name="retrieval_vs_raw", metric="ndcg@10", requirement="> 0", status="fail", reason="r"
@@ -165,6 +206,9 @@ def test_cli_exits_1_when_the_gate_refuses(monkeypatch: pytest.MonkeyPatch) -> N
     class Refused:
         backend, out = "cuda", Path("run")
         cfg = type("C", (), {"pipeline": type("P", (), {"stages": ["compare", "publish"]})})
+
+        def report_progress(self, on_progress) -> None:
+            pass
 
         def run(self, stages, on_stage) -> None:
             # the key says nothing about failing: the CLI must read the verdict, not the text
@@ -230,13 +274,21 @@ def test_retrieval_gate_in_the_pipeline(
     assert "## Release gate: PASS" in card and "| retrieval_vs_raw | ndcg@10 |" in card
     assert "## Search quality" in card
 
-    # now deployed: the same model again is compared with the published retrieval results
-    again = run(
-        make(tmp_path, tiny_model_dir, *common, 'publish.retrieval.vs_raw={"ndcg@10": -1.0}')
-    )
-    vs_dep = again["compare"].verdict.rule("retrieval_vs_deployed")  # type: ignore[union-attr]
-    assert vs_dep is not None and vs_dep.status == "pass"
-    assert vs_dep.numbers is not None and vs_dep.numbers.mean_delta == 0.0
+    # now deployed: another model is compared with the published retrieval results
+    from qmd_ft.tiny_model import build_tiny_model
+
+    other = build_tiny_model(tmp_path / "tiny-1", seed=1, data_dir=ROOT / "data")
+    elsewhere = f"pipeline.out={tmp_path / 'run-1'}"
+    floor = 'publish.retrieval.vs_raw={"ndcg@10": -1.0}'
+    again = run(make(tmp_path, other, *common, floor, elsewhere))
+    verdict = again["compare"].verdict
+    assert verdict is not None and not verdict.deployed
+    vs_dep = verdict.rule("retrieval_vs_deployed")
+    assert vs_dep is not None and vs_dep.status != "skipped" and vs_dep.numbers is not None
+    cand = json.loads((tmp_path / "run-1/eval/retrieval_results.json").read_text())["per_query"]
+    base = {r["id"]: r["model"]["ndcg@10"] for r in found["per_query"]}
+    delta = sum(r["model"]["ndcg@10"] - base[r["id"]] for r in cand) / len(cand)
+    assert vs_dep.numbers.n == 4 and vs_dep.numbers.mean_delta == pytest.approx(delta)
 
 
 class FakeGguf:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -366,6 +367,76 @@ def test_the_pipeline_gguf_stage_publishes_card_eval_and_verified_files_pinned(
     again = pipe.stage_publish_gguf()  # e.g. a rerun after the twin's commit failed
     assert again.artifact == twin.artifact
     assert (tmp_path / "reg" / REPO / ".commits.jsonl").read_text().splitlines() == main_log
+
+
+def test_a_pipeline_run_again_after_its_release_is_already_deployed(tmp_path: Path) -> None:
+    """compare → publish → publish_gguf as the pipeline runs them, twice with nothing changed:
+    the second verdict says the deployed model is this candidate (not a refusal for a delta of
+    0 against itself), passes, and neither repo gets a new commit; a changed candidate is
+    still judged against the deployed one."""
+    from qmd_ft.config import load_config
+    from qmd_ft.pipeline import Pipeline, StageResult, gate_refused
+
+    reg = LocalRegistry(tmp_path / "reg")
+    cfg = load_config(None, [f"publish.registry={tmp_path / 'reg'}"])
+    g = make_gguf_dir(tmp_path / "gguf", {"m-f16.gguf": True})
+
+    def run(model: Path, reward: float) -> dict[str, StageResult]:
+        out = tmp_path / "run"
+        (out / "eval").mkdir(parents=True, exist_ok=True)
+        r = make_results(out / "eval", model, reward, "eval_results.json")
+        pipe = Pipeline(cfg, cfg, cfg, "cuda", out, reg, log=lambda _: None)
+        pipe.results = {
+            "merge": StageResult("merge", str(model), ""),
+            "eval": StageResult("eval", str(r.parent), ""),
+            "gguf": StageResult("gguf", str(g), ""),
+        }
+        done = {}
+        for name in ("compare", "publish", "publish_gguf"):
+            done[name] = getattr(pipe, f"stage_{name}")()
+            pipe.record(done[name])
+        return done
+
+    def logs() -> list[str]:
+        return [(tmp_path / "reg" / repo / ".commits.jsonl").read_text()
+                for repo in (REPO, REPO + "-gguf")]  # fmt: skip
+
+    m1 = make_model(tmp_path, "merged", "one")
+    first = run(m1, 0.6)
+    assert first["publish"].artifact == f"local:{REPO}" and not gate_refused(list(first.values()))
+    released = logs()
+
+    again = run(m1, 0.6)
+    verdict = again["compare"].verdict
+    assert verdict is not None and verdict.passed and verdict.deployed
+    assert [(r.name, r.status) for r in verdict.rules] == [("already_deployed", "pass")]
+    assert "the deployed model is this candidate" in verdict.rules[0].reason
+    assert again["compare"].key.startswith("ALREADY DEPLOYED")
+    assert not gate_refused(list(again.values()))  # `qmd-ft pipeline` exits 0
+    head = LocalRegistry(tmp_path / "reg").head(REPO)
+    assert again["publish"].key == f"already published (commit {head})"
+    assert again["publish_gguf"].key.startswith("already published (commit ")
+    assert logs() == released  # no new commit anywhere
+    saved = json.loads((tmp_path / "run/compare/verdict.json").read_text())
+    assert saved["deployed"] is True and saved["passed"] is True
+
+    shutil.rmtree(tmp_path / "reg" / (REPO + "-gguf"))  # a twin commit that never landed
+    finished = run(m1, 0.6)
+    assert finished["publish"].key == f"already published (commit {head})"
+    assert finished["publish_gguf"].artifact == f"local:{REPO}-gguf"
+    assert not finished["publish_gguf"].key.startswith("already")
+    assert logs()[0] == released[0]
+    released = logs()
+
+    m2 = make_model(tmp_path, "merged2", "two")  # another model, no better: refused as before
+    changed = run(m2, 0.6)
+    refused = changed["compare"].verdict
+    assert refused is not None and not refused.deployed and not refused.passed
+    assert refused.rule("rubric_vs_deployed").numbers.mean_delta == 0.0  # type: ignore[union-attr]
+    assert changed["publish"].key == "skipped: gate refused" and gate_refused(
+        list(changed.values())
+    )
+    assert logs() == released
 
 
 @pytest.mark.parametrize(

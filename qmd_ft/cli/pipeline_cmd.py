@@ -60,7 +60,7 @@ def pipeline(
         _stage_line(result)
 
     with progress_bars() as on_progress:
-        pipe.on_progress = on_progress
+        pipe.report_progress(on_progress)
         pipe.run(pipe.cfg.pipeline.stages, on_stage)
     console.print(_table(done, f"pipeline ({pipe.backend}) → {pipe.out}"))
     if pipe.verdict is not None:
@@ -87,7 +87,7 @@ def _print_plan(pipe: Pipeline, device: str | None, max_steps: int | None) -> No
         gated = f"the {cfg.serving.quant} GGUF, {cfg.serving.samples} samples/query"
     else:
         gated = "the merged model, greedy"
-    retrieval = f", retrieval on {cfg.eval.retrieval_dir}" if pipe.with_retrieval else ""
+    retrieval = f", retrieval on {cfg.eval.retrieval_dir}" if pipe.evals.with_retrieval else ""
     plain(f"  eval: {cfg.eval.queries}; the gate scores {gated}{retrieval}")
     unverified = "" if cfg.export.verify else " (unverified)"
     plain(f"  export: GGUF {', '.join(cfg.export.quants)}{unverified}")

@@ -81,7 +81,8 @@ def publish(
                 raise typer.Exit(1)
             return
         commits = execute(plan, reg)
-    console.print(
-        f"published {plan.repo} ({commits[0]})"
-        + (f" and {plan.gguf_repo} ({commits[1]})" if plan.gguf_repo else "")
-    )
+    said = [f"{'already published' if plan.deployed else 'published'} {plan.repo} ({commits[0]})"]
+    if plan.gguf_repo:
+        done = "already published" if plan.gguf_deployed else "published"
+        said.append(f"{done} {plan.gguf_repo} ({commits[1]})")
+    console.print(" and ".join(said))

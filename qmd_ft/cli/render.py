@@ -30,7 +30,9 @@ def print_gate(verdict: Verdict) -> None:
                 )
         console.print(table)
     console.print(gate_table(verdict))
-    if verdict.passed:
+    if verdict.deployed:
+        console.print(f"[green]gate: {verdict.headline()}[/green]; nothing new to publish")
+    elif verdict.passed:
         console.print("[green]gate: PASS[/green]")
     else:
         console.print("[red]gate: FAIL[/red] — " + "; ".join(verdict.reasons), markup=True)

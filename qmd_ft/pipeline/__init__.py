@@ -1,7 +1,9 @@
 """`qmd-ft pipeline`: QMD's release checklist end to end, resumable stage by stage.
 
 `state` (the state store and stage input hashes), `stages` (the nine stages, their plan and
-checks), `wiring` (`build_pipeline`: the three configs, override splitting, paths).
+checks), `evaluators` (`GateEvals`: how the gate scores the candidate and the deployed model),
+`keys` (each stage's headline number), `wiring` (`build_pipeline`: the three configs, override
+splitting, paths).
 """
 
 from qmd_ft.pipeline.stages import GREEDY_FILE, Pipeline, PlannedStage, gate_refused

@@ -10,53 +10,31 @@ trains, so a GRPO config error shows before SFT runs.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
 
 from qmd_ft.backend import TrainRequest, get_backend
 from qmd_ft.config import Config
 from qmd_ft.data.prepare import inputs_hash, prepare
 from qmd_ft.data.reader import resolve_paths
 from qmd_ft.errors import UserError
-from qmd_ft.evaluation import (
-    EvalResults,
-    load_results,
-    model_hash,
-    run_eval,
-    run_sampled_eval,
-    write_results,
-)
+from qmd_ft.evaluation import load_results, run_eval, write_results
 from qmd_ft.gate import Verdict
 from qmd_ft.manifest import file_sha256
+from qmd_ft.pipeline.evaluators import GateEvals
+from qmd_ft.pipeline.keys import last_loss, last_reward, size
 from qmd_ft.pipeline.state import StageResult, StateStore, stage_hash
 from qmd_ft.progress import ProgressFn, counter
 from qmd_ft.publish.registry import EVAL_FILE, RETRIEVAL_FILE, Registry
-from qmd_ft.publish.release import (
-    EvaluateDeployed,
-    execute,
-    harness_evaluator,
-    harness_retrieval_evaluator,
-    judge,
-    load_retrieval,
-    plan_release,
-)
+from qmd_ft.publish.release import execute, judge, load_retrieval, plan_release
 from qmd_ft.queries import read_queries
-from qmd_ft.results import ExportedFrom
-from qmd_ft.retrieval.results import RetrievalResults
 from qmd_ft.train.checks import preflight
 from qmd_ft.train.plan import Planned, train_request
 from qmd_ft.train.run import train_stage
-
-if TYPE_CHECKING:
-    from qmd_ft.retrieval.run import Indexes
-
-ResultsDoc = TypeVar("ResultsDoc", EvalResults, RetrievalResults)
 
 GREEDY_FILE = "greedy_results.json"
 """The merged model's greedy eval, kept beside the gate's sampled GGUF eval for the card."""
@@ -98,16 +76,20 @@ class Pipeline:
     max_steps: int | None = None
     log: Callable[[str], None] = print
     on_progress: ProgressFn | None = None
-    indexes: Indexes | None = None
-    """The retrieval eval's corpus indexes, built once on first use and shared (the demo
-    passes its own so the untrained model, the candidate and the deployed one reuse them)."""
     results: dict[str, StageResult] = field(default_factory=dict)
     inputs: dict[str, str] = field(default_factory=dict)
     """Each cached stage's inputs hash, as this run computed it (`stage_inputs`)."""
     store: StateStore = field(init=False)
+    evals: GateEvals = field(init=False)
+    """How the gate scores the candidate and the deployed model (`evaluators`)."""
 
     def __post_init__(self) -> None:
         self.store = StateStore(self.out)
+        self.evals = GateEvals(self.cfg, self.backend, self.out, self.device, self.on_progress)
+
+    def report_progress(self, on_progress: ProgressFn | None) -> None:
+        """Send the long stages' progress (evals, GGUF export) to `on_progress` from now on."""
+        self.on_progress = self.evals.on_progress = on_progress
 
     # -- bookkeeping -------------------------------------------------------------------------
     def load_state(self) -> None:
@@ -171,7 +153,7 @@ class Pipeline:
             self.inputs_of("merge"),
             self.cfg.eval.model_dump(),
             file_sha256(Path(self.cfg.eval.queries)),
-            self.with_retrieval,
+            self.evals.with_retrieval,
             serving.model_dump() if serving else None,
             self.inputs_of("gguf") if serving else None,
         )
@@ -262,7 +244,7 @@ class Pipeline:
             return hit
         req = self.begin_training("sft", inputs, self.sft_cfg)
         adapter = train_stage(get_backend(self.backend), "sft", req)
-        return StageResult("sft", str(adapter), _last_loss(adapter), inputs=inputs)
+        return StageResult("sft", str(adapter), last_loss(adapter), inputs=inputs)
 
     def stage_grpo(self) -> StageResult:
         inputs = self.stage_inputs("grpo")
@@ -271,7 +253,7 @@ class Pipeline:
         self.grpo_cfg.model.sft = self.results["sft"].artifact
         req = self.begin_training("grpo", inputs, self.grpo_cfg)
         adapter = train_stage(get_backend(self.backend), "grpo", req)
-        return StageResult("grpo", str(adapter), _last_reward(adapter), inputs=inputs)
+        return StageResult("grpo", str(adapter), last_reward(adapter), inputs=inputs)
 
     def merge_inputs(self) -> tuple[str, list[str]]:
         """(base, adapters): a fully fine-tuned SFT model is the base for the GRPO adapter."""
@@ -295,35 +277,18 @@ class Pipeline:
         out = self.out / "merged"
         base, adapters = self.merge_inputs()
         get_backend(self.backend).merge(base, adapters, out)
-        return StageResult("merge", str(out), _size(out), inputs=inputs)
+        return StageResult("merge", str(out), size(out), inputs=inputs)
 
     @property
     def eval_dir(self) -> Path:
         return self.out / "eval"
 
-    @property
-    def with_retrieval(self) -> bool:
-        """The retrieval eval runs when the gate requires it (configs/pipeline.yaml does)."""
-        return self.cfg.publish.retrieval.required
-
-    def retrieval_indexes(self) -> Indexes:
-        """The corpus indexes (about a minute to embed the notes), built once per pipeline."""
-        from qmd_ft.retrieval.run import build_indexes
-
-        if self.indexes is None:
-            self.indexes = build_indexes(Path(self.cfg.eval.retrieval_dir) / "notes")
-        return self.indexes
-
-    def serving_file(self) -> Path:
-        """The GGUF file QMD would load (serving.quant), from this run's gguf stage."""
-        quant = self.cfg.serving.quant
+    def gguf_export(self) -> Path:
+        """This run's GGUF export, which the serving eval reads the candidate's served file from."""
         gguf = self.results.get("gguf")
         if gguf is None or gguf.artifact is None:
             raise UserError("serving.enabled needs the gguf stage to run before eval")
-        found = sorted(Path(gguf.artifact).glob(f"*-{quant.upper()}.gguf"))
-        if not found:
-            raise UserError(f"no {quant} GGUF in {gguf.artifact}: add it to export.quants")
-        return found[0]
+        return Path(gguf.artifact)
 
     def stage_eval(self) -> StageResult:
         """The gate's evals: rubric (and retrieval when the gate needs it) of what ships.
@@ -358,7 +323,7 @@ class Pipeline:
             write_results(greedy, out / EVAL_FILE)
         else:
             write_results(greedy, out / GREEDY_FILE)
-            sampled = self.serving_evaluator(Path(merged))
+            sampled = self.evals.serving(Path(merged), export=self.gguf_export())
             write_results(sampled, out / EVAL_FILE)
             summary = sampled.need_summary()
             spread = summary.samples
@@ -367,81 +332,13 @@ class Pipeline:
                 f"; {self.cfg.serving.quant} sampled {summary.mean_reward:.4f} "
                 f"(sd {spread.std:.4f} over {spread.k})"
             )
-        if self.with_retrieval:
-            found = self.retrieval_evaluator(Path(merged))
+        if self.evals.with_retrieval:
+            export = self.gguf_export() if serving else None
+            found = self.evals.retrieval(Path(merged), export=export)
             write_results(found, out / RETRIEVAL_FILE)
             mean = found.systems["model"].mean
             key += f"; recall@10 {mean.recall_at_10:.3f}, ndcg@10 {mean.ndcg_at_10:.3f}"
         return StageResult("eval", str(out), key, inputs=inputs)
-
-    def _serving_gguf(self, model: Path) -> Path:
-        """The serving GGUF of `model`: this run's export for the candidate, else one made now.
-
-        The deployed model ships as safetensors; to score it the way the candidate is scored,
-        its serving quant is exported here (unverified: it is only read, never published).
-        """
-        merged = self.results.get("merge")
-        if merged is not None and Path(model).resolve() == Path(str(merged.artifact)).resolve():
-            return self.serving_file()
-        from qmd_ft.gguf.build import build
-
-        quant = self.cfg.serving.quant
-        out = self.out / "deployed-gguf" / model_hash(str(model))[:16]
-        built = build(Path(model), out, [quant], verify=False, on_event=self.on_progress)
-        return built.files[0].path
-
-    def _exported_from(self, doc: ResultsDoc, model: Path) -> ResultsDoc:
-        """Record which model the scored GGUF was exported from (publish checks this hash)."""
-        doc.provenance.exported_from = ExportedFrom(
-            model=str(model), model_sha256=model_hash(str(model))
-        )
-        return doc
-
-    def serving_evaluator(self, model: Path, candidate: EvalResults | None = None) -> EvalResults:
-        """`model` (a merged dir) scored as served: its serving GGUF, sampled k times."""
-        qfile = Path(self.cfg.eval.queries)
-        queries = read_queries(qfile)
-        settings = self.cfg.serving
-        total = len(queries) * settings.samples
-        doc = run_sampled_eval(
-            str(self._serving_gguf(model)),
-            qfile,
-            self.cfg.eval,
-            settings,
-            backend="gguf",
-            device=self.device,
-            on_batch=counter(self.on_progress, f"evaluating {settings.quant} (sampled)", total),
-            queries=queries,
-        )
-        return self._exported_from(doc, model)
-
-    @property
-    def evaluator(self) -> EvaluateDeployed:
-        """How the deployed model is evaluated when its eval cannot be used: as the candidate."""
-        if self.cfg.serving.enabled:
-            return self.serving_evaluator
-        return harness_evaluator(self.backend, self.cfg.eval, self.device, self.on_progress)
-
-    def retrieval_evaluator(self, model: Path) -> RetrievalResults:
-        """`model`'s retrieval results, generated the way the gate's evals are."""
-        if not self.cfg.serving.enabled:
-            evaluate = harness_retrieval_evaluator(
-                self.backend, self.cfg.eval, self.device, self.retrieval_indexes
-            )
-            return evaluate(model)
-        from qmd_ft.retrieval.cli_eval import retrieval_eval
-
-        doc = retrieval_eval(
-            str(self._serving_gguf(model)),
-            [],
-            self.cfg.eval,
-            backend="gguf",
-            device=self.device,
-            eval_dir=Path(self.cfg.eval.retrieval_dir),
-            indexes=self.retrieval_indexes(),
-            serving=self.cfg.serving,
-        )
-        return self._exported_from(doc, model)
 
     def candidate_retrieval(self) -> Path | None:
         path = self.eval_dir / RETRIEVAL_FILE
@@ -457,8 +354,9 @@ class Pipeline:
             self.cfg.publish.repo,
             load_results(self.eval_dir / EVAL_FILE),
             load_retrieval(ret, merged) if ret else None,
-            self.evaluator,
-            self.retrieval_evaluator,
+            self.evals.deployed,
+            self.evals.retrieval,
+            model=merged,
         )
         path = self.out / "compare" / "verdict.json"
         write_results(verdict, path)
@@ -486,9 +384,9 @@ class Pipeline:
             self.registry,
             self.cfg.publish.repo,
             self.cfg.publish,
-            self.evaluator,
+            self.evals.deployed,
             retrieval=self.candidate_retrieval(),
-            evaluate_deployed_retrieval=self.retrieval_evaluator,
+            evaluate_deployed_retrieval=self.evals.retrieval,
             verdict=self.verdict,
             greedy=greedy if (greedy := self.eval_dir / GREEDY_FILE).is_file() else None,
         )
@@ -499,6 +397,11 @@ class Pipeline:
             )
             key = f"skipped: --no-publish (would publish to {plan.repo})"
             return StageResult("publish", None, key, verdict=plan.verdict)
+        if plan.deployed:  # a run again after the release: nothing new to commit
+            key = f"already published (commit {plan.parent})"
+            return StageResult(
+                "publish", f"{self.registry.name}:{plan.repo}", key, verdict=plan.verdict
+            )
         if not plan.passed:
             return StageResult(
                 "publish",
@@ -541,11 +444,11 @@ class Pipeline:
             self.registry,
             self.cfg.publish.repo,
             self.cfg.publish,
-            self.evaluator,
+            self.evals.deployed,
             gguf_dir=Path(self.results["gguf"].artifact),
             gguf_repo=self.cfg.publish.resolved_gguf_repo,
             retrieval=self.candidate_retrieval(),
-            evaluate_deployed_retrieval=self.retrieval_evaluator,
+            evaluate_deployed_retrieval=self.evals.retrieval,
             verdict=self.verdict,
         )
         repo = plan.gguf_repo
@@ -556,6 +459,9 @@ class Pipeline:
             )
         if not plan.deployed:
             return StageResult("publish_gguf", None, f"skipped: {plan.repo} does not serve it")
+        if plan.gguf_deployed:  # a run again after the release: nothing new to commit
+            key = f"already published (commit {plan.gguf_parent})"
+            return StageResult("publish_gguf", f"{self.registry.name}:{repo}", key)
         commit = execute(plan, self.registry)[-1]
         return StageResult("publish_gguf", f"{self.registry.name}:{repo}", commit)
 
@@ -573,25 +479,3 @@ class Pipeline:
 def gate_refused(results: list[StageResult]) -> bool:
     """Whether a run's gate refused the release: any verdict it reached did not pass."""
     return any(r.verdict is not None and not r.verdict.passed for r in results)
-
-
-def _trainer_log(adapter: Path) -> list[dict[str, Any]]:
-    state = Path(adapter) / "trainer_state.json"
-    if state.is_file():
-        return json.loads(state.read_text()).get("log_history", [])
-    return []
-
-
-def _last_loss(adapter: Path) -> str:
-    losses = [e["loss"] for e in _trainer_log(adapter) if "loss" in e]
-    return f"final loss {losses[-1]:.4f}" if losses else "trained"
-
-
-def _last_reward(adapter: Path) -> str:
-    rewards = [e["reward"] for e in _trainer_log(adapter) if "reward" in e]
-    return f"last reward {rewards[-1]:.4f}" if rewards else "trained"
-
-
-def _size(path: Path) -> str:
-    total = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return f"{total / 1e6:.1f} MB"

@@ -5,8 +5,9 @@ deployed model with the same harness) → gate → card + results + weights in o
 message carries the eval summary → GGUF files, when given, to the `-gguf` twin.
 
 Each commit replaces its repo's whole content and is pinned to the revision the gate read. When
-the deployed model already is the candidate (a release whose `-gguf` commit failed after the
-main one landed), the main repo is left as it is and only the twin is (re)published.
+the deployed model already is the candidate (a release run again, or one whose `-gguf` commit
+failed after the main one landed), the verdict says so (`already_deployed`), the main repo is
+left as it is and only the twin is (re)published.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING
 from qmd_ft.config import EvalConfig, ModelConfig, PublishConfig
 from qmd_ft.errors import UserError
 from qmd_ft.evaluation import EvalResults, load_results, model_hash, run_eval, write_results
-from qmd_ft.gate import Verdict, decide
+from qmd_ft.gate import Verdict, already_deployed, decide
 from qmd_ft.manifest import MANIFEST, file_sha256, origin_model, read_manifest
 from qmd_ft.progress import ProgressFn, counter
 from qmd_ft.publish.card import commit_message, render_card
@@ -64,6 +65,8 @@ class ReleasePlan:
     gguf_parent: str | None = UNPINNED
     deployed: bool = False
     """The repo already serves this very model: only the `-gguf` twin is left to publish."""
+    gguf_deployed: bool = False
+    """The twin already holds this model's GGUF files too: nothing is left to publish."""
 
     @property
     def passed(self) -> bool:
@@ -208,9 +211,20 @@ def judge(
     evaluate_deployed: EvaluateDeployed,
     evaluate_deployed_retrieval: EvaluateDeployedRetrieval | None = None,
     revision: str | None = None,
+    model: Path | None = None,
 ) -> Verdict:
     """The gate's verdict on a candidate against what `repo` serves at `revision` (default:
-    the latest)."""
+    the latest).
+
+    `model`, the candidate's merged dir, when given: a repo that already serves it (its
+    published eval was produced from this very model) gets the `already_deployed` verdict
+    instead of a comparison of the model with itself.
+    """
+    if model is not None:
+        at = revision if revision is not None else registry.head(repo)
+        if _serves(registry, repo, at, model):
+            where = f"{registry.name}:{repo}/{EVAL_FILE}" + (f" at {at}" if at else "")
+            return already_deployed(where, model_hash(str(model)) or "")
     baseline, source = baseline_results(registry, repo, candidate, evaluate_deployed, revision)
     base_retrieval = None
     if baseline is not None and candidate_retrieval is not None:
@@ -284,9 +298,15 @@ def plan_release(
             evaluate_deployed,
             evaluate_deployed_retrieval,
             revision=parent,
+            model=model,
         )
     deployed = _serves(registry, repo, parent, model)
-    if deployed:  # the gate compared the candidate with itself: say why the release goes on
+    if verdict.deployed and not deployed:
+        raise UserError(
+            f"{registry.name}:{repo} changed since the gate found this candidate deployed: "
+            "run the same command again to judge it against what the repo now serves"
+        )
+    if deployed and not verdict.deployed:  # the verdict came before this release landed
         source = f"{verdict.baseline_source}: the deployed model is this candidate"
         verdict = verdict.model_copy(update={"baseline_source": source})
     manifest = read_manifest(model) or {}
@@ -337,6 +357,9 @@ def plan_release(
             "README.md": staging / "README.gguf.md",
             EVAL_FILE: staging / EVAL_FILE,
         }
+        plan.gguf_deployed = deployed and _twin_holds(
+            registry, plan.gguf_repo, plan.gguf_parent, model, names
+        )
     _assert_no_secret([card, message, plan.gguf_card or ""])
     return plan
 
@@ -346,6 +369,19 @@ def _serves(registry: Registry, repo: str, revision: str | None, model: Path) ->
     release whose `-gguf` commit failed after the main one landed, run again."""
     path = registry.fetch_file(repo, EVAL_FILE, revision) if revision else None
     return path is not None and produced_from(load_results(path), model)
+
+
+def _twin_holds(
+    registry: Registry, repo: str, revision: str | None, model: Path, names: list[str]
+) -> bool:
+    """Whether the `-gguf` twin at `revision` already holds `model`'s release: its eval is
+    this model's and its card lists every GGUF file planned (a quant exported since is not
+    there yet). Reads two small files, never the GGUFs."""
+    if not _serves(registry, repo, revision, model):
+        return False
+    card = registry.fetch_file(repo, "README.md", revision)
+    listed = card.read_text(encoding="utf-8") if card is not None else ""
+    return all(f"- `{name}`" in listed for name in names)
 
 
 def verified_gguf_files(gguf_dir: Path) -> dict[str, Path]:
@@ -390,7 +426,7 @@ def execute(plan: ReleasePlan, registry: Registry) -> list[str]:
 
     The main repo first, then the twin: when the twin's commit fails, the same command run
     again finds the candidate deployed and publishes the twin alone. Returns the commits made
-    (the main repo's revision stands in for its commit when it was already deployed).
+    (a repo's revision stands in for its commit when it already held this release).
     """
     if not plan.passed:
         raise UserError("gate failed: " + "; ".join(plan.verdict.reasons))
@@ -398,7 +434,9 @@ def execute(plan: ReleasePlan, registry: Registry) -> list[str]:
         commits = [plan.parent or ""]
     else:
         commits = [registry.upload(plan.repo, plan.files, plan.message, plan.parent)]
-    if plan.gguf_repo:
+    if plan.gguf_repo and plan.gguf_deployed:
+        commits.append(plan.gguf_parent or "")
+    elif plan.gguf_repo:
         message = plan.message + " (GGUF)"
         commits.append(registry.upload(plan.gguf_repo, plan.gguf_files, message, plan.gguf_parent))
     return commits
