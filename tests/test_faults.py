@@ -54,6 +54,11 @@ def test_a_diverged_run_fails_the_train_command(
     from qmd_ft.cli import app, train_cmd
 
     class Diverging:
+        """A backend whose checks pass and whose SFT ends normally with a NaN loss logged."""
+
+        def check(self, stage, req, processes=1, sft_pending=False):
+            return None
+
         def sft(self, req):
             return trained(req.output_dir, [2.0, float("nan")])
 

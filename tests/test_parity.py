@@ -618,12 +618,12 @@ def test_reward_is_the_same_whichever_backend_generated_the_text(generations, hf
             if differ_by_design & set(gen.tokens[i]):
                 continue
             compared += 1
-            assert rows[name][i]["reward"] == trained[i], (
+            assert rows[name][i].reward == trained[i], (
                 f"stage 6 (eval vs training reward, {name}): {query!r}: eval row "
-                f"{rows[name][i]['reward']} for {gen.texts[i]!r} vs trainer reward {trained[i]}"
+                f"{rows[name][i].reward} for {gen.texts[i]!r} vs trainer reward {trained[i]}"
             )
     assert compared >= len(QUERIES), f"stage 6: only {compared} eval/training pairs compared"
-    eval_rewards = [row["reward"] for row in rows["cuda"]]
+    eval_rewards = [row.reward for row in rows["cuda"]]
     assert len(set(eval_rewards)) > 2 and max(eval_rewards) > 0, (
         f"stage 6: rewards {eval_rewards} do not vary; the check would be vacuous"
     )
