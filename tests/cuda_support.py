@@ -80,6 +80,15 @@ THINK_COMPLETION = f"<think>\nLight scattering question.\n</think>\n\n{THINK_ANS
 """An answer with a think block: the data toolkit refuses such rows, so it is written straight
 into the prepared train split, to teach the memorized model to think before it answers."""
 
+RECIPE = {
+    "batch_size": 2,
+    "gradient_accumulation_steps": 2,
+    "epochs": 2,
+    "lr_scheduler": "cosine",
+    "warmup_ratio": 0.25,
+}
+"""The training section the recipe tests (CPU and gpu) train with, step for step alike."""
+
 LORA = {"rank": 8, "alpha": 16, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
 
 

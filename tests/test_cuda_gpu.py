@@ -21,6 +21,7 @@ pytest.importorskip("trl")
 import torch
 from cuda_support import (
     EXAMPLES,
+    RECIPE,
     make_config,
     memorized_model,
     prepared,
@@ -43,14 +44,6 @@ from qmd_ft.prompt import render_prompt
 pytestmark = pytest.mark.gpu
 
 QWEN_VOCAB = 151_936
-
-RECIPE = {
-    "batch_size": 2,
-    "gradient_accumulation_steps": 2,
-    "epochs": 2,
-    "lr_scheduler": "cosine",
-    "warmup_ratio": 0.25,
-}
 
 
 @pytest.fixture(scope="module")

@@ -16,18 +16,12 @@ import pytest
 
 pytest.importorskip("trl")
 
+import cuda_support
 from cuda_support import prepared, train_steps
 
 from qmd_ft.backends.cuda.speed import SpeedOptions
 
-RECIPE = {
-    "batch_size": 2,
-    "gradient_accumulation_steps": 2,
-    "epochs": 2,
-    "lr_scheduler": "cosine",
-    "warmup_ratio": 0.25,
-    "learning_rate": 5e-3,
-}
+RECIPE = {**cuda_support.RECIPE, "learning_rate": 5e-3}
 """4 examples per optimizer step over 6 training rows: two steps an epoch, the second short."""
 
 SWITCHES = {

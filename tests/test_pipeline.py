@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
+from retrieval_support import cut_eval_dir
 from typer.testing import CliRunner
 
 from qmd_ft.cli import app
@@ -15,7 +15,6 @@ from qmd_ft.gate import RuleResult, Verdict
 from qmd_ft.gguf.runtime import runtime_available
 from qmd_ft.pipeline import STATE_FILE, StageResult, build_pipeline, gate_refused
 from qmd_ft.queries import read_queries
-from qmd_ft.retrieval.run import EVAL_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("trl")
@@ -223,19 +222,8 @@ def test_cli_exits_1_when_the_gate_refuses(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def small_retrieval_dir(tmp: Path) -> Path:
-    """The judged corpus cut to four queries' notes plus 20 distractors (a fast index)."""
-    ids = {"vm01", "nl05", "kw03", "ne02"}
-    out = tmp / "retrieval"
-    (out / "notes").mkdir(parents=True)
-    lines = (EVAL_DIR / "queries.jsonl").read_text(encoding="utf-8").splitlines()
-    rows = [json.loads(line) for line in lines if json.loads(line)["id"] in ids]
-    keep = {name for row in rows for name in row["relevant"]}
-    keep |= set(sorted(p.name for p in (EVAL_DIR / "notes").glob("*.md"))[::15])
-    for name in keep:
-        shutil.copy(EVAL_DIR / "notes" / name, out / "notes" / name)
-    (out / "queries.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    shutil.copy(EVAL_DIR / "gold_expansions.jsonl", out / "gold_expansions.jsonl")
-    return out
+    """The judged corpus cut to four queries' notes plus distractors (a fast index)."""
+    return cut_eval_dir(tmp / "retrieval", {"vm01", "nl05", "kw03", "ne02"}, every=15)
 
 
 def test_retrieval_gate_in_the_pipeline(
